@@ -1,0 +1,280 @@
+"""The ``hqgnn`` command line (see ``shared/interface.md``).
+
+Every subcommand takes ``--workdir`` and ``--config FILE`` (YAML, one section per stage, the
+same keys as the flow parameters); options given on the command line override the file.
+Errors print one clear line on standard error and exit non-zero; ``--debug`` shows the traceback.
+Heavy imports (torch, duckdb, GX) happen inside the commands, so ``--help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+import yaml
+from pydantic import BaseModel, ValidationError
+from rich.console import Console
+
+from hqgnn.config import (
+    EvaluateConfig,
+    ExportConfig,
+    IngestConfig,
+    PipelineConfig,
+    PrepareConfig,
+    TrainConfig,
+)
+from hqgnn.errors import HqgnnError
+from hqgnn.workdir import DEFAULT_WORKDIR, WorkDir
+
+app = typer.Typer(
+    name="hqgnn",
+    help="Hessian-aware quantized GNN recommenders: ingest, prepare, train, export, evaluate, recommend.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+C = TypeVar("C", bound=BaseModel)
+
+WorkdirOpt = Annotated[Path, typer.Option("--workdir", help="Work directory (warehouse, splits, models, codes, reports).")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML file with one section per stage; options override it.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
+
+
+def load_pipeline_config(path: Path | None) -> PipelineConfig:
+    """Read a ``--config`` YAML file into a :class:`PipelineConfig` (unknown keys rejected)."""
+    if path is None:
+        return PipelineConfig()
+    if not path.is_file():
+        raise HqgnnError(f"--config {path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise HqgnnError(f"--config {path}: not valid YAML ({e})") from e
+    if not isinstance(data, dict):
+        raise HqgnnError(f"--config {path}: expected a mapping of stage sections, got {type(data).__name__}")
+    try:
+        return PipelineConfig(**data)
+    except ValidationError as e:
+        raise HqgnnError(f"--config {path}: {_pydantic_message(e)}") from e
+
+
+def with_overrides(base: C, **overrides: Any) -> C:
+    """A copy of ``base`` with the options given on the command line (``None`` = not given), re-validated."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return type(base)(**{**base.model_dump(), **given})
+    except ValidationError as e:
+        raise HqgnnError(_pydantic_message(e)) from e
+
+
+def _pydantic_message(e: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in e.errors())
+
+
+def _fail(e: BaseException, debug: bool) -> None:
+    if debug:
+        raise e
+    console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=1)
+
+
+def _run(debug: bool, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call a stage; known errors become one clear line on stderr and exit status 1."""
+    try:
+        return fn(*args, **kwargs)
+    except (HqgnnError, ValueError, FileNotFoundError, PermissionError) as e:
+        _fail(e, debug)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        raise typer.Exit(code=130) from None
+
+
+def _parse_columns(spec: str | None) -> dict[str, str] | None:
+    """``user=userId,item=movieId`` -> ``{"user": "userId", "item": "movieId"}``."""
+    if spec is None:
+        return None
+    out: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        role, sep, col = part.partition("=")
+        if not sep or not role or not col:
+            raise HqgnnError(f"--columns: expected ROLE=COLUMN pairs such as user=userId,item=movieId; got {part!r}")
+        out[role.strip()] = col.strip()
+    return out
+
+
+@app.command()
+def ingest(
+    files: Annotated[list[Path], typer.Argument(help="Raw interaction files to load.")],
+    format: Annotated[str | None, typer.Option("--format", help="csv, tsv, parquet, movielens or lightgcn.")] = None,
+    columns: Annotated[str | None, typer.Option("--columns", help="Column mapping, e.g. user=userId,item=movieId,timestamp=timestamp,rating=rating (names, or 0-based positions without a header).")] = None,
+    delimiter: Annotated[str | None, typer.Option("--delimiter", help="Field delimiter for csv/tsv (default: ',' / tab).")] = None,
+    header: Annotated[bool | None, typer.Option("--header/--no-header", help="Whether csv/tsv files have a header row (default: yes).")] = None,
+    split_role: Annotated[str | None, typer.Option("--split-role", help="train or test: mark rows for the predefined split.")] = None,
+    rating_min: Annotated[float | None, typer.Option("--rating-min", help="Ratings below this are quarantined.")] = None,
+    rating_max: Annotated[float | None, typer.Option("--rating-max", help="Ratings above this are quarantined.")] = None,
+    workdir: WorkdirOpt = DEFAULT_WORKDIR,
+    config: ConfigOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Load raw interaction files into the warehouse; bad rows are quarantined with a reason."""
+    from flows.stages.ingest import ingest as run_ingest
+
+    def go() -> Any:
+        cfg = with_overrides(
+            load_pipeline_config(config).ingest,
+            files=tuple(files), format=format, columns=_parse_columns(columns), delimiter=delimiter,
+            header=header, split_role=split_role, rating_min=rating_min, rating_max=rating_max,
+        )
+        return run_ingest(WorkDir(workdir), cfg)
+
+    _run(debug, go)
+
+
+@app.command()
+def prepare(
+    kcore_user: Annotated[int | None, typer.Option("--kcore-user", help="Minimum interactions per user (default 10).")] = None,
+    kcore_item: Annotated[int | None, typer.Option("--kcore-item", help="Minimum interactions per item (default 10).")] = None,
+    split: Annotated[str | None, typer.Option("--split", help="random, temporal, loo or predefined.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the split.")] = None,
+    rating_threshold: Annotated[float | None, typer.Option("--rating-threshold", help="Keep interactions with rating >= this (implicit feedback).")] = None,
+    train_ratio: Annotated[float | None, typer.Option("--train-ratio", help="Share of each user's interactions in train (random/temporal).")] = None,
+    valid_ratio: Annotated[float | None, typer.Option("--valid-ratio", help="Share in valid (random/temporal), or carved from train (predefined).")] = None,
+    workdir: WorkdirOpt = DEFAULT_WORKDIR,
+    config: ConfigOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Clean, k-core filter and split the warehouse into contract-checked Parquet splits."""
+    from flows.stages.prepare import prepare as run_prepare
+
+    def go() -> Any:
+        cfg = with_overrides(
+            load_pipeline_config(config).prepare,
+            kcore_user=kcore_user, kcore_item=kcore_item, split=split, seed=seed,
+            rating_threshold=rating_threshold, train_ratio=train_ratio, valid_ratio=valid_ratio,
+        )
+        return run_prepare(WorkDir(workdir), cfg)
+
+    _run(debug, go)
+
+
+@app.command()
+def train(
+    bits: Annotated[int | None, typer.Option("--bits", help="Code width: 1, 2, 4, 8, or 32 (float32).")] = None,
+    estimator: Annotated[str | None, typer.Option("--estimator", help="none (float32), ste or gste.")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Maximum epochs (early stopping on validation Recall@20).")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run from its last checkpoint.")] = False,
+    run: Annotated[str | None, typer.Option("--run", help="Run name (default: generated; with --resume: the latest run).")] = None,
+    snapshot: Annotated[str | None, typer.Option("--snapshot", help="Split snapshot (default: splits/current).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed for initialisation and sampling.")] = None,
+    workdir: WorkdirOpt = DEFAULT_WORKDIR,
+    config: ConfigOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Train LightGCN + b-bit quantizer (STE or Hessian-aware GSTE) on the current splits."""
+    from flows.stages.train import train as run_train
+
+    def go() -> Any:
+        cfg = with_overrides(
+            load_pipeline_config(config).train,
+            bits=bits, estimator=estimator, epochs=epochs, device=device, resume=resume or None,
+            run=run, snapshot=snapshot, seed=seed,
+        )
+        return run_train(WorkDir(workdir), cfg)
+
+    _run(debug, go)
+
+
+@app.command()
+def export(
+    run: Annotated[str | None, typer.Option("--run", help="Run to export (default: the latest).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Publish even if the metric regressed (contracts still apply).")] = False,
+    workdir: WorkdirOpt = DEFAULT_WORKDIR,
+    config: ConfigOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Export a run's codes and publish them as codes/current through the publish gate."""
+    from flows.stages.export import export as run_export
+
+    def go() -> Any:
+        cfg = with_overrides(load_pipeline_config(config).export, run=run, force=force or None)
+        return run_export(WorkDir(workdir), cfg)
+
+    _run(debug, go)
+
+
+@app.command()
+def evaluate(
+    run: Annotated[str | None, typer.Option("--run", help="Run to evaluate (default: the latest).")] = None,
+    k: Annotated[str | None, typer.Option("--k", help="Cut-offs, comma-separated (default 20,50).")] = None,
+    rerank: Annotated[bool, typer.Option("--rerank", help="Top-R by codes, re-ranked with float embeddings.")] = False,
+    workdir: WorkdirOpt = DEFAULT_WORKDIR,
+    config: ConfigOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Evaluate a run on valid and test (float and codes): metrics, latency, memory, report, plot."""
+    from flows.stages.evaluate import evaluate as run_evaluate
+
+    def go() -> Any:
+        ks = None if k is None else tuple(int(x) for x in k.split(",") if x.strip())
+        cfg = with_overrides(load_pipeline_config(config).evaluate, run=run, ks=ks, rerank=rerank or None)
+        return run_evaluate(WorkDir(workdir), cfg)
+
+    _run(debug, go)
+
+
+@app.command()
+def recommend(
+    user: Annotated[str, typer.Option("--user", help="Original user id.")],
+    k: Annotated[int, typer.Option("--k", help="Number of items.")] = 20,
+    workdir: WorkdirOpt = DEFAULT_WORKDIR,
+    config: ConfigOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Top-K item ids for a user from the published codes (codes/current)."""
+    from flows.stages.recommend import recommend as run_recommend
+
+    def go() -> Any:
+        load_pipeline_config(config)  # validate the file even though recommend has no section
+        return run_recommend(WorkDir(workdir), user, k)
+
+    _run(debug, go)
+
+
+@app.command("run")
+def run_all(
+    demo: Annotated[bool, typer.Option("--demo", help="Generate the bundled synthetic dataset first and run on it.")] = False,
+    workdir: WorkdirOpt = DEFAULT_WORKDIR,
+    config: ConfigOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """The whole pipeline: ingest (files from the config, or the demo data), prepare, train, export, evaluate."""
+    from flows.stages.pipeline import run_pipeline
+
+    _run(debug, lambda: run_pipeline(WorkDir(workdir), load_pipeline_config(config), demo=demo))
+
+
+TELEMETRY_OFF = {
+    "DO_NOT_TRACK": "1",
+    "GX_ANALYTICS_ENABLED": "False",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+}
+
+
+def main() -> None:
+    """Console-script entry point (telemetry of Prefect and GX off unless the user set it)."""
+    import os
+
+    for key, value in TELEMETRY_OFF.items():
+        os.environ.setdefault(key, value)
+    try:
+        app()
+    except BrokenPipeError:  # e.g. `hqgnn recommend ... | head`
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""One plain function per pipeline stage; no Prefect here (flows wrap these)."""

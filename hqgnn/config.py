@@ -1,0 +1,151 @@
+"""One frozen config model per pipeline stage.
+
+The same shapes are the parameters of the Prefect flows and the keys of a ``--config`` YAML
+file (one section per stage). Unknown keys are rejected, so a typo fails loudly instead of
+silently falling back to a default. A config is unpacked once, at the edge (CLI, flow, stage
+runner); models and SQL never read configs by string key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+RawFormat = Literal["csv", "tsv", "parquet", "movielens", "lightgcn"]
+SplitRole = Literal["train", "test"]
+SplitMethod = Literal["random", "temporal", "loo", "predefined"]
+Bits = Literal[1, 2, 4, 8, 32]
+Estimator = Literal["none", "ste", "gste"]
+Device = Literal["auto", "cpu", "cuda"]
+
+COLUMN_ROLES = ("user", "item", "timestamp", "rating")
+
+
+class StageConfig(BaseModel):
+    """Base: frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class IngestConfig(StageConfig):
+    """Raw interaction files into the warehouse.
+
+    ``columns`` maps roles (user, item, timestamp, rating) to a column name of the file, or to a
+    0-based column position for files without a header. Empty means the format's default.
+    """
+
+    files: tuple[Path, ...] = ()
+    format: RawFormat = "csv"
+    columns: dict[str, str] = Field(default_factory=dict)
+    delimiter: str | None = None
+    header: bool | None = None
+    split_role: SplitRole | None = None
+    rating_min: float | None = None
+    rating_max: float | None = None
+
+    @field_validator("columns")
+    @classmethod
+    def _known_roles(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(v) - set(COLUMN_ROLES))
+        if unknown:
+            raise ValueError(f"unknown column role(s) {unknown}; expected some of {list(COLUMN_ROLES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _rating_range(self) -> IngestConfig:
+        if self.rating_min is not None and self.rating_max is not None and self.rating_min > self.rating_max:
+            raise ValueError(f"rating_min {self.rating_min} > rating_max {self.rating_max}")
+        return self
+
+
+class PrepareConfig(StageConfig):
+    """Clean (implicit feedback, duplicates), k-core, split and id maps."""
+
+    rating_threshold: float | None = None
+    kcore_user: int = Field(10, ge=1)
+    kcore_item: int = Field(10, ge=1)
+    split: SplitMethod = "random"
+    train_ratio: float = Field(0.8, gt=0, lt=1)
+    valid_ratio: float = Field(0.1, ge=0, lt=1)
+    seed: int = 2024
+
+    @model_validator(mode="after")
+    def _ratios(self) -> PrepareConfig:
+        if self.split in ("random", "temporal") and self.train_ratio + self.valid_ratio >= 1:
+            raise ValueError(
+                f"train_ratio + valid_ratio must be < 1 (got {self.train_ratio} + {self.valid_ratio})"
+            )
+        return self
+
+
+class TrainConfig(StageConfig):
+    """LightGCN encoder + b-bit quantizer training. ``bits=32`` means float32 (no quantizer)."""
+
+    snapshot: str | None = None  # splits/<snapshot>; None = splits/current
+    run: str | None = None  # models/<run>; None = generated from time and settings
+    bits: Bits = 1
+    estimator: Estimator | None = None  # None: "none" for 32 bits, else "gste"
+    dim: int = Field(64, ge=1)
+    layers: int = Field(3, ge=0)
+    epochs: int = Field(200, ge=1)
+    batch_size: int = Field(2048, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    l2: float = Field(1e-4, ge=0)
+    seed: int = 2024
+    device: Device = "auto"
+    amp: bool = False  # mixed precision on CUDA only
+    eval_every: int = Field(1, ge=1)
+    patience: int = Field(10, ge=1)
+    delta_every: int = Field(5, ge=1)  # epochs between Hutchinson re-estimates of GSTE's delta
+    delta_scale: float = Field(1.0, ge=0)  # multiplier on the formula's delta (open question, see method.md)
+    hutchinson_samples: int = Field(16, ge=1)
+    hutchinson_batches: int = Field(4, ge=1)
+    resume: bool = False
+
+    @model_validator(mode="after")
+    def _estimator_matches_bits(self) -> TrainConfig:
+        est = self.estimator or ("none" if self.bits == 32 else "gste")
+        if self.bits == 32 and est != "none":
+            raise ValueError(f"bits=32 is float32: estimator must be 'none', got {est!r}")
+        if self.bits != 32 and est == "none":
+            raise ValueError(f"bits={self.bits} needs an estimator ('ste' or 'gste'), got 'none'")
+        object.__setattr__(self, "estimator", est)
+        return self
+
+
+class ExportConfig(StageConfig):
+    """Publish a run's codes through the publish gate."""
+
+    run: str | None = None  # None = latest run
+    force: bool = False  # overrides the metric check, never the contracts
+    gate_metric: str = "recall@20"
+    gate_tolerance: float = Field(0.005, ge=0)
+
+
+class EvaluateConfig(StageConfig):
+    """Offline evaluation of a run on valid and test, float and codes."""
+
+    run: str | None = None
+    ks: tuple[int, ...] = (20, 50)
+    rerank: bool = False  # HashGNN-style: top-R by codes, re-ranked with float embeddings
+    rerank_r: int = Field(200, ge=1)
+    batch_size: int = Field(1024, ge=1)
+
+    @field_validator("ks")
+    @classmethod
+    def _positive(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or any(k <= 0 for k in v):
+            raise ValueError(f"ks must be positive integers, got {v}")
+        return tuple(sorted(set(v)))
+
+
+class PipelineConfig(StageConfig):
+    """The whole pipeline: one section per stage (the layout of a ``--config`` YAML file)."""
+
+    ingest: IngestConfig = IngestConfig()
+    prepare: PrepareConfig = PrepareConfig()
+    train: TrainConfig = TrainConfig()
+    export: ExportConfig = ExportConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
