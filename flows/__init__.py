@@ -6,6 +6,9 @@
 - ``flows.warehouse``: the DuckDB warehouse and the runner of the SQL stages in ``sql/``.
 - ``flows.contracts``: the loader of ``data_contracts/`` into Great Expectations suites and
   the one ``validate()``.
+- Prefect: ``flows.pipeline_flow`` (the parent flow ``hqgnn``), ``flows.stage_flows`` (one flow
+  per stage), ``flows.tasks`` (thin tasks over the stages), ``flows.artifacts`` and
+  ``flows.runs`` (the ``runs`` table); deployments in ``prefect.yaml``.
 """
 
 from pathlib import Path

@@ -170,6 +170,7 @@ def train(
     run: Annotated[str | None, typer.Option("--run", help="Run name (default: generated; with --resume: the latest run).")] = None,
     snapshot: Annotated[str | None, typer.Option("--snapshot", help="Split snapshot (default: splits/current).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for initialisation and sampling.")] = None,
+    nproc: Annotated[int | None, typer.Option("--nproc", help="Data-parallel processes via torchrun (gloo on CPU, NCCL per GPU); the batch size stays the global batch. With --resume: default the run's.")] = None,
     workdir: WorkdirOpt = DEFAULT_WORKDIR,
     config: ConfigOpt = None,
     debug: DebugOpt = False,
@@ -181,8 +182,18 @@ def train(
         cfg = with_overrides(
             load_pipeline_config(config).train,
             bits=bits, estimator=estimator, epochs=epochs, device=device, resume=resume or None,
-            run=run, snapshot=snapshot, seed=seed,
+            run=run, snapshot=snapshot, seed=seed, nproc=nproc,
         )
+        started = 1
+        if cfg.resume:  # by default continue with as many processes as the run was started with
+            from flows.stages.train_ddp import resume_nproc
+
+            started = resume_nproc(WorkDir(workdir), cfg.run)
+            cfg = cfg if nproc is not None else with_overrides(cfg, nproc=started)
+        if cfg.nproc > 1 or started > 1:  # a distributed run resumes through torchrun, even on 1 process
+            from flows.stages.train_ddp import train_distributed
+
+            return train_distributed(WorkDir(workdir), cfg)
         return run_train(WorkDir(workdir), cfg)
 
     _run(debug, go)
@@ -230,16 +241,19 @@ def evaluate(
 def recommend(
     user: Annotated[str, typer.Option("--user", help="Original user id.")],
     k: Annotated[int, typer.Option("--k", help="Number of items.")] = 20,
+    rank_by: Annotated[str, typer.Option("--rank-by", help="score (the model's code score, default) or hamming (1-bit codes: pure Hamming distance, as the SQL query).")] = "score",
     workdir: WorkdirOpt = DEFAULT_WORKDIR,
     config: ConfigOpt = None,
     debug: DebugOpt = False,
 ) -> None:
-    """Top-K item ids for a user from the published codes (codes/current)."""
+    """Top-K item ids for a user from the published codes (codes/current), train items excluded."""
     from flows.stages.recommend import recommend as run_recommend
 
     def go() -> Any:
         load_pipeline_config(config)  # validate the file even though recommend has no section
-        return run_recommend(WorkDir(workdir), user, k)
+        if rank_by not in ("score", "hamming"):
+            raise HqgnnError(f"--rank-by must be score or hamming, got {rank_by!r}")
+        return run_recommend(WorkDir(workdir), user, k, rank_by)
 
     _run(debug, go)
 
@@ -247,14 +261,19 @@ def recommend(
 @app.command("run")
 def run_all(
     demo: Annotated[bool, typer.Option("--demo", help="Generate the bundled synthetic dataset first and run on it.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Rerun stages whose inputs did not change (otherwise they are skipped).")] = False,
     workdir: WorkdirOpt = DEFAULT_WORKDIR,
     config: ConfigOpt = None,
     debug: DebugOpt = False,
 ) -> None:
-    """The whole pipeline: ingest (files from the config, or the demo data), prepare, train, export, evaluate."""
-    from flows.stages.pipeline import run_pipeline
+    """The whole pipeline as the Prefect flow `hqgnn`: ingest (files from the config, or the demo
+    data), prepare, train, export, evaluate. Runs in Prefect's ephemeral mode (no server needed)
+    unless PREFECT_API_URL points at a server."""
+    from flows.pipeline_flow import quiet_console_tracebacks, run_flow
 
-    _run(debug, lambda: run_pipeline(WorkDir(workdir), load_pipeline_config(config), demo=demo))
+    if not debug:
+        quiet_console_tracebacks()
+    _run(debug, lambda: run_flow(WorkDir(workdir), load_pipeline_config(config), demo=demo, force=force))
 
 
 TELEMETRY_OFF = {

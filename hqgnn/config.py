@@ -19,6 +19,7 @@ SplitMethod = Literal["random", "temporal", "loo", "predefined"]
 Bits = Literal[1, 2, 4, 8, 32]
 Estimator = Literal["none", "ste", "gste"]
 Device = Literal["auto", "cpu", "cuda"]
+LrSchedule = Literal["constant", "cosine"]
 
 COLUMN_ROLES = ("user", "item", "timestamp", "rating")
 
@@ -92,16 +93,20 @@ class TrainConfig(StageConfig):
     epochs: int = Field(200, ge=1)
     batch_size: int = Field(2048, ge=1)
     lr: float = Field(1e-3, gt=0)
+    lr_schedule: LrSchedule = "constant"  # cosine: from lr down to lr_min over `epochs`
+    lr_min: float = Field(0.0, ge=0)
     l2: float = Field(1e-4, ge=0)
     seed: int = 2024
     device: Device = "auto"
     amp: bool = False  # mixed precision on CUDA only
+    nproc: int = Field(1, ge=1)  # data-parallel processes (torch.distributed); batch_size stays the global batch
     eval_every: int = Field(1, ge=1)
     patience: int = Field(10, ge=1)
     delta_every: int = Field(5, ge=1)  # epochs between Hutchinson re-estimates of GSTE's delta
     delta_scale: float = Field(1.0, ge=0)  # multiplier on the formula's delta (open question, see method.md)
     hutchinson_samples: int = Field(16, ge=1)
     hutchinson_batches: int = Field(4, ge=1)
+    hutchinson_rtol: float = Field(0.05, gt=0)  # stop sampling once the trace's std error is below this share
     resume: bool = False
 
     @model_validator(mode="after")

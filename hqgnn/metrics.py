@@ -50,13 +50,14 @@ def ranking_metrics(topk: Tensor, truth: Tensor, ks: Sequence[int]) -> dict[str,
 def masked_topk(scores: Tensor, exclude: Tensor | None, k: int) -> Tensor:
     """int64 ``[B, k]``: the ``k`` best items per row of ``scores`` ``[B, num_items]``, best first.
 
-    Items where ``exclude`` (bool, same shape) is true rank last.
+    Items where ``exclude`` (bool, same shape) is true rank last. Ties are broken exactly by the
+    lower item index, so results never depend on the kernel (and SQL top-K can match them).
+    ``torch.topk`` alone promises no order among ties and a full stable sort costs ~40x more:
 
-    Ties: integer scores (Hamming similarities, integer inner products of codes) tie constantly,
-    so for them ties are broken exactly by the lower item index, through one ``topk`` over the
-    composite key ``score * num_items + (num_items - 1 - index)`` (a full stable sort would cost
-    ~40x more). Float scores rarely tie; ``torch.topk`` picks among boundary ties, and the
-    returned items are ordered by (score desc, index asc).
+    - integer scores (Hamming similarities, integer inner products) tie constantly: one
+      ``topk`` over the composite key ``score * n + (n - 1 - index)`` is exact;
+    - float scores: ``topk``, then, only when ties straddle the k-th value, take every item
+      above it plus the lowest-indexed items equal to it; finally order the k by (score, index).
     """
     n = scores.shape[1]
     k = min(k, n)
@@ -67,9 +68,26 @@ def masked_topk(scores: Tensor, exclude: Tensor | None, k: int) -> Tensor:
         return torch.topk(key, k, dim=1).indices
     if exclude is not None:
         scores = scores.masked_fill(exclude, float("-inf"))
-    idx = torch.sort(torch.topk(scores, k, dim=1).indices, dim=1).values
+    vals, idx = torch.topk(scores, k, dim=1)
+    kth = vals[:, -1:]
+    equal = scores == kth
+    if not torch.equal(equal.sum(1), (vals == kth).sum(1)):  # a tie straddles the cut-off
+        above = scores > kth
+        need = k - above.sum(1, keepdim=True)
+        chosen = above | (equal & (torch.cumsum(equal, 1, dtype=torch.int32) <= need))
+        idx = torch.nonzero(chosen)[:, 1].view(-1, k)  # row-major: ascending index per row
+    idx = torch.sort(idx, dim=1).values
     order = torch.sort(scores.gather(1, idx), dim=1, descending=True, stable=True).indices
     return idx.gather(1, order)
+
+
+def exclusion_mask(users: Tensor, exclude: Sequence[InteractionMatrix], device: torch.device | str = "cpu") -> Tensor | None:
+    """bool ``[len(users), num_items]``: items of ``users`` in any of ``exclude`` (None if empty)."""
+    mask = None
+    for m in exclude:
+        rows = m.dense_rows(users, device)
+        mask = rows if mask is None else mask | rows
+    return mask
 
 
 def evaluate_ranking(
@@ -96,11 +114,7 @@ def evaluate_ranking(
     for start in range(0, users.numel(), batch_size):
         batch = users[start : start + batch_size]
         scores = score_fn(batch.to(device))
-        mask = None
-        for m in exclude:
-            rows = m.dense_rows(batch, device)
-            mask = rows if mask is None else mask | rows
-        topk = masked_topk(scores, mask, kmax)
+        topk = masked_topk(scores, exclusion_mask(batch, exclude, device), kmax)
         per_user = ranking_metrics(topk, truth.dense_rows(batch, device), ks)
         for name, values in per_user.items():
             sums[name] = sums.get(name, 0.0) + float(values.sum())

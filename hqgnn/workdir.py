@@ -96,6 +96,12 @@ def switch_pointer(pointer: Path, target: Path) -> None:
     os.replace(tmp, pointer)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
     """Hex SHA-256 of a file's bytes."""
     h = hashlib.sha256()
@@ -135,6 +141,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; published folders get the usual mode
     try:
         yield tmp
     except BaseException:

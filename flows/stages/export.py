@@ -1,10 +1,204 @@
-"""Stage `export` (issue 4)."""
+"""Stage `export` (issue 4): a run's best checkpoint -> ``codes/<version>/``, published through the gate.
+
+extract (run, split) -> compute (codes) -> write (temp folder) -> validate (contracts, id maps,
+valid metric from the written files) -> rename to ``codes/<version>/`` -> gate -> publish.
+
+Publish gate (``shared/interface.md``): ``codes/current`` moves only if every contract passes
+and the valid ``gate_metric``, computed from the exported codes, is not worse than that of the
+published codes OF THE SAME BIT WIDTH by more than ``gate_tolerance`` (the first codes of a
+width pass on contracts alone). ``--force`` overrides the metric check, never the contracts.
+
+- A contract failure raises :class:`DataContractError`: the temporary folder is deleted, no
+  version folder appears, nothing is published.
+- A metric refusal raises :class:`PublishGateError`: ``codes/<version>/`` stays on disk as an
+  unpublished version (its manifest records ``gate.passed: false`` and why); ``current`` and
+  ``current-<b>bit`` keep pointing where they did.
+- Per-width record: ``codes/current-<b>bit`` points at the published version of each width,
+  so "current of the same bit width" is defined even when ``codes/current`` is another width.
+
+32-bit (float) runs are exported as float32 vectors (``bits = 32``, scale 1), so ``recommend``
+and the inner-product SQL query work on them unchanged.
+"""
 
 from __future__ import annotations
 
-from hqgnn.errors import NotYetAvailableError
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from hqgnn.codes import code_bytes
+from hqgnn.config import ExportConfig
+from hqgnn.dataset import load_split
+from hqgnn.errors import DataContractError, PublishGateError
+from hqgnn.evaluation import code_tables
+from hqgnn.export import (
+    CODE_FILES,
+    GateDecision,
+    code_table_arrow,
+    consistency_failures,
+    gate_decision,
+    read_code_table,
+    write_code_table,
+)
+from hqgnn.metrics import evaluate_ranking
+from hqgnn.retrieval import Retriever
+from hqgnn.runs import TrainedRun, load_run
+from hqgnn.workdir import WorkDir, atomic_dir, atomic_write_json, file_sha256, switch_pointer
+
+CONTRACTS = {"user": "user_codes", "item": "item_codes"}
 
 
-def export(*args: object, **kwargs: object) -> object:
-    """Not yet implemented: fails with a clear message instead of a broken import."""
-    raise NotYetAvailableError("export", 4)
+@dataclass(frozen=True)
+class ExportResult:
+    """What `hqgnn export` did: the version written, whether it went live, and why."""
+
+    version: str
+    path: Path
+    published: bool
+    gate_reason: str
+    metrics: dict[str, float]
+    bits: int
+
+
+def width_pointer(workdir: WorkDir, bits: int) -> Path:
+    """``codes/current-<b>bit``: the published version of one bit width."""
+    return workdir.codes / f"current-{bits}bit"
+
+
+def published_manifest(workdir: WorkDir, bits: int) -> dict[str, Any] | None:
+    """Manifest of the published codes of width ``bits`` (None if none was ever published)."""
+    pointer = width_pointer(workdir, bits)
+    if pointer.is_symlink() and (pointer / "manifest.json").is_file():
+        return json.loads((pointer / "manifest.json").read_text())
+    current = workdir.codes / "current"  # codes published before per-width pointers existed
+    if current.is_symlink() and (current / "manifest.json").is_file():
+        manifest = json.loads((current / "manifest.json").read_text())
+        if int(manifest.get("bits", -1)) == bits:
+            return manifest
+    return None
+
+
+def export(workdir: WorkDir, cfg: ExportConfig, console: Console | None = None) -> ExportResult:
+    """Export the codes of ``cfg.run`` (default: latest) and publish them through the gate."""
+    console = console or Console(stderr=True)
+    start = time.perf_counter()
+    run_dir = workdir.run(cfg.run)
+    with console.status(f"[bold]export[/]: loading run {run_dir.name}"):
+        run = load_run(run_dir)
+        split = load_split(run.split_dir)
+    _check_run_matches_split(run, split.num_users, split.num_items)
+    users, items = code_tables(run.user_emb, run.item_emb, run.bits, run.quantize_users(), run.quantize_items())
+    version = f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}-{run.name}"
+    final = workdir.codes / version
+
+    with atomic_dir(final) as tmp:
+        tmp.chmod(0o755)  # mkdtemp makes it private; published codes are for every reader
+        with console.status(f"[bold]export[/]: writing {version}"):
+            for kind, table, ids in (("user", users, split.user_ids), ("item", items, split.item_ids)):
+                write_code_table(tmp / CODE_FILES[kind], code_table_arrow(kind, ids, table))
+        with console.status("[bold]export[/]: checking contracts"):
+            _validate(tmp, run, split.user_ids, split.item_ids, users.bits, users.dim)
+        with console.status("[bold]export[/]: valid metrics from the written codes"):
+            metrics = _valid_metrics_from_files(tmp, run.bits, run.dim, split, cfg.gate_metric)
+        decision = gate_decision(cfg.gate_metric, _metric(metrics, cfg.gate_metric), published_manifest(workdir, run.bits), cfg.gate_tolerance, cfg.force)
+        atomic_write_json(tmp / "manifest.json", _manifest(version, run, split, tmp, metrics, decision, cfg))
+
+    if not decision.passed:
+        raise PublishGateError(
+            f"codes {version} NOT published: {decision.reason}. The version stays unpublished in {final}; "
+            f"codes/current is unchanged. Re-run with --force to publish anyway (contracts still apply)."
+        )
+    switch_pointer(width_pointer(workdir, run.bits), final)
+    switch_pointer(workdir.codes / "current", final)
+    console.print(
+        f"[bold]export[/]: published {version} ({run.bits} bits, {len(users)} users, {len(items)} items) "
+        f"as codes/current in {time.perf_counter() - start:.1f}s -- {decision.reason}",
+        highlight=False,
+    )
+    return ExportResult(version, final, True, decision.reason, metrics, run.bits)
+
+
+def _check_run_matches_split(run: TrainedRun, num_users: int, num_items: int) -> None:
+    if (run.num_users, run.num_items) != (num_users, num_items):
+        raise DataContractError(
+            "user_codes", [f"run {run.name} has {run.num_users} users x {run.num_items} items but its split {run.split_dir} has {num_users} x {num_items}"]
+        )
+
+
+def contract_params(kind: str, n: int, bits: int, dim: int) -> dict[str, Any]:
+    """Parameters of the ``user_codes`` / ``item_codes`` contracts."""
+    return {f"num_{kind}s": n, "bits": bits, "dim": dim, "code_bytes": code_bytes(bits, dim)}
+
+
+def _validate(folder: Path, run: TrainedRun, user_ids: np.ndarray, item_ids: np.ndarray, bits: int, dim: int) -> None:
+    """Both contracts, then the id-map and code_values invariants; raises DataContractError."""
+    from flows.contracts import validate
+
+    for kind, ids in (("user", user_ids), ("item", item_ids)):
+        path = folder / CODE_FILES[kind]
+        validate(CONTRACTS[kind], path, contract_params(kind, len(ids), bits, dim))
+        table, _ = read_code_table(path, kind, bits, dim)
+        failures = consistency_failures(path, kind, table, ids)
+        if failures:
+            raise DataContractError(CONTRACTS[kind], failures)
+
+
+def _valid_metrics_from_files(folder: Path, bits: int, dim: int, split: Any, gate_metric: str) -> dict[str, float]:
+    """Valid metrics (train masked) of the codes as written: read back, then the model score.
+
+    Cut-offs 20 and 50, plus the gate metric's (``recall@10`` adds 10)."""
+    name, _, k = gate_metric.partition("@")
+    if name not in ("recall", "ndcg", "precision", "hit_rate") or not k.isdigit() or int(k) <= 0:
+        raise ValueError(f"gate_metric must look like recall@20, ndcg@50, precision@10 or hit_rate@20; got {gate_metric!r}")
+    users, _ = read_code_table(folder / CODE_FILES["user"], "user", bits, dim)
+    items, _ = read_code_table(folder / CODE_FILES["item"], "item", bits, dim)
+    retriever = Retriever(users, items, "score")
+    return evaluate_ranking(retriever.scores, split.valid, (split.train,), sorted({20, 50, int(k)}))
+
+
+def _metric(metrics: dict[str, float], name: str) -> float:
+    if name not in metrics:
+        raise ValueError(f"gate_metric {name!r} is not computed; choose one of {sorted(k for k in metrics if k != 'users')}")
+    return float(metrics[name])
+
+
+def _manifest(
+    version: str, run: TrainedRun, split: Any, folder: Path, metrics: dict[str, float], decision: GateDecision, cfg: ExportConfig
+) -> dict[str, Any]:
+    recorded = split.manifest.get("files") or {}
+    snapshot_hashes = {}
+    for name in ("train.parquet", "valid.parquet", "test.parquet", "users.parquet", "items.parquet"):
+        info = recorded.get(name)
+        snapshot_hashes[name] = info["sha256"] if isinstance(info, dict) and "sha256" in info else file_sha256(split.path / name)
+    return {
+        "version": version,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "run": run.name,
+        "model": {"run": run.name, "best_epoch": run.best_epoch, "config": run.config.model_dump(mode="json")},
+        "bits": run.bits,
+        "dim": run.dim,
+        "estimator": run.estimator,
+        "code_bytes": code_bytes(run.bits, run.dim),
+        "num_users": run.num_users,
+        "num_items": run.num_items,
+        "snapshot": split.snapshot,
+        "split_dir": str(split.path),
+        "snapshot_hashes": snapshot_hashes,
+        "files": {name: {"sha256": file_sha256(folder / name)} for name in CODE_FILES.values()},
+        "metrics": {
+            "valid_codes": {k: v for k, v in metrics.items()},
+            "train_best_valid": run.best_valid,
+        },
+        "ranking": "model score s_u s_i <q_u, q_i> (1 bit: s_u s_i (dim - 2 Hamming)); ties by lower item index",
+        "gate": {
+            "passed": decision.passed, "reason": decision.reason, "metric": decision.metric,
+            "value": decision.new_value, "compared_to": decision.current_version,
+            "compared_value": decision.current_value, "tolerance": cfg.gate_tolerance, "force": cfg.force,
+        },
+    }

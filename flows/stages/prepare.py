@@ -1,10 +1,212 @@
-"""Stage `prepare` (issue 2)."""
+"""Stage `prepare`: clean -> k-core -> split -> id maps -> Parquet snapshot under contracts.
+
+Each step is one SQL file (``sql/user_ids.sql``, ``sql/item_ids.sql``, ``sql/clean.sql``, ``sql/kcore_edges*.sql`` + ``sql/kcore.sql``,
+``sql/split.sql``, ``sql/user_map.sql``, ``sql/item_map.sql``), each output checked by its data
+contract. The snapshot ``splits/<id>/`` is written into a temporary folder, checked by the split
+contracts there, renamed into place, and only then is ``splits/current`` switched to it.
+
+The snapshot id is a short hash of the prepare config and the content hashes of the ingested
+files: the same inputs give the same snapshot, which is then reused ("unchanged").
+"""
 
 from __future__ import annotations
 
-from hqgnn.errors import NotYetAvailableError
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+from rich.console import Console
+
+from flows.stages.ingest import check_contract
+from flows.warehouse import connect, query, run_sql
+from hqgnn.config import PrepareConfig
+from hqgnn.errors import InputError
+from hqgnn.workdir import WorkDir, atomic_dir, atomic_write_json, file_sha256, switch_pointer
+
+console = Console(stderr=True)
+SPLITS = ("train", "valid", "test")
+SPLIT_SCHEMA = pa.schema([("user_idx", pa.int32()), ("item_idx", pa.int32()), ("timestamp", pa.int64())])
+MAP_SCHEMA = {
+    "users": pa.schema([("user_idx", pa.int32()), ("user_id", pa.string()), ("n_train", pa.int32())]),
+    "items": pa.schema([("item_idx", pa.int32()), ("item_id", pa.string()), ("n_train", pa.int32())]),
+}
 
 
-def prepare(*args: object, **kwargs: object) -> object:
-    """Not yet implemented: fails with a clear message instead of a broken import."""
-    raise NotYetAvailableError("prepare", 2)
+@dataclass(frozen=True)
+class PrepareResult:
+    """A split snapshot: its id, folder, manifest, and whether an identical one was reused."""
+
+    snapshot: str
+    path: Path
+    manifest: dict[str, Any]
+    reused: bool
+
+
+def prepare(workdir: WorkDir, cfg: PrepareConfig) -> PrepareResult:
+    """Clean, k-core filter and split the warehouse into ``splits/<snapshot>/`` (see module doc)."""
+    if not workdir.warehouse.is_file():
+        raise InputError(f"no warehouse at {workdir.warehouse}: run `hqgnn ingest FILE...` first")
+    with connect(workdir.warehouse) as con:
+        sources = _sources(con, workdir)
+        snapshot = snapshot_id(cfg, sources)
+        final = workdir.splits / snapshot
+        if (final / "manifest.json").is_file():
+            switch_pointer(workdir.splits / "current", final)
+            manifest = json.loads((final / "manifest.json").read_text())
+            console.print(f"[bold]prepare[/]: unchanged, reusing snapshot {snapshot} ({final})", highlight=False)
+            return PrepareResult(snapshot, final, manifest, True)
+        con.begin()
+        try:
+            counts = _build_tables(con, cfg)
+            with atomic_dir(final) as tmp:
+                split_counts = _write_snapshot(con, tmp)
+                manifest = _manifest(snapshot, cfg, sources, counts, split_counts, tmp)
+                atomic_write_json(tmp / "manifest.json", manifest)
+                check_splits(tmp, {"num_users": manifest["num_users"], "num_items": manifest["num_items"]})
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+    switch_pointer(workdir.splits / "current", final)
+    _summary(manifest, final)
+    return PrepareResult(snapshot, final, manifest, False)
+
+
+def snapshot_id(cfg: PrepareConfig, sources: list[dict[str, Any]]) -> str:
+    """Short hash of (config, content hashes and roles of the source batches)."""
+    key = {"config": cfg.model_dump(mode="json"), "sources": sorted((s["source_hash"], s["split_role"] or "") for s in sources)}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _sources(con: duckdb.DuckDBPyConnection, workdir: WorkDir) -> list[dict[str, Any]]:
+    try:
+        rel = query(con, "source_batches")
+        rows = rel.fetchall()
+        cols = rel.columns
+    except duckdb.CatalogException:
+        rows, cols = [], []
+    if not rows:
+        raise InputError(f"the warehouse {workdir.warehouse} holds no ingested files: run `hqgnn ingest FILE...` first")
+    return [dict(zip(cols, r, strict=True)) for r in rows]
+
+
+def _build_tables(con: duckdb.DuckDBPyConnection, cfg: PrepareConfig) -> dict[str, int]:
+    """clean, kcore, split, user_map, item_map tables, each checked by its contract."""
+    t0 = time.perf_counter()
+    with console.status("clean: implicit feedback, duplicates"):
+        run_sql(con, "user_ids")
+        run_sql(con, "item_ids")
+        run_sql(con, "clean", rating_threshold=cfg.rating_threshold)
+        check_contract("clean_interactions", lambda: query(con, "clean_rows").df())
+    with console.status("k-core") as status:
+        passes = kcore(
+            con, cfg.kcore_user, cfg.kcore_item,
+            lambda p, d: status.update(f"k-core ({cfg.kcore_user}/{cfg.kcore_item}): pass {p}, removed {d:,} pairs"),
+        )
+    (counts,) = [dict(zip(("raw", "quarantined", "clean", "kcore", "kcore_test_role"), r, strict=True)) for r in query(con, "stage_counts").fetchall()]
+    if counts["kcore"] == 0:
+        raise InputError(
+            f"the {cfg.kcore_user}/{cfg.kcore_item}-core of {counts['clean']:,} clean interactions is empty: "
+            "lower --kcore-user / --kcore-item or ingest more data"
+        )
+    check_contract("kcore_interactions", lambda: query(con, "kcore_rows").df(), {"k_user": cfg.kcore_user, "k_item": cfg.kcore_item})
+    if cfg.split == "predefined" and counts["kcore_test_role"] == 0:
+        raise InputError("--split predefined needs rows ingested with --split-role test (and train); none are left after k-core")
+    with console.status(f"split: {cfg.split}"):
+        run_sql(con, "split", method=cfg.split, seed=cfg.seed, train_ratio=cfg.train_ratio, valid_ratio=cfg.valid_ratio)
+        run_sql(con, "user_map")
+        run_sql(con, "item_map")
+    counts["kcore_passes"] = passes
+    console.print(
+        f"  clean {counts['clean']:,} pairs (from {counts['raw']:,} raw rows); "
+        f"k-core {counts['kcore']:,} pairs after {passes} passes ({time.perf_counter() - t0:.1f} s)", highlight=False,
+    )
+    return counts
+
+
+def kcore(
+    con: duckdb.DuckDBPyConnection, k_user: int, k_item: int, on_pass: Callable[[int, int], None] | None = None,
+) -> int:
+    """Table ``kcore`` = the (k_user, k_item)-core of table ``clean``, to a fixpoint.
+
+    A semi-join loop driven from here: each pass deletes the pairs of users with < k_user items
+    and of items with < k_item users (``sql/kcore_edges_prune.sql``) until a pass deletes
+    nothing (the issue measured 11 s for 10 M rows this way vs 35 s for one recursive CTE).
+    Returns the passes run.
+    """
+    run_sql(con, "kcore_edges")
+    passes = 0
+    while True:
+        passes += 1
+        ((deleted,),) = run_sql(con, "kcore_edges_prune", k_user=k_user, k_item=k_item).fetchall()
+        if on_pass is not None:
+            on_pass(passes, deleted)
+        if deleted == 0:
+            break
+    run_sql(con, "kcore")
+    return passes
+
+
+def _write_snapshot(con: duckdb.DuckDBPyConnection, folder: Path) -> dict[str, dict[str, int]]:
+    """train/valid/test/users/items .parquet into ``folder``; returns rows and cold rows per split."""
+    per_split = {r[0]: {"rows": int(r[1]), "cold": int(r[2])} for r in query(con, "split_counts").fetchall()}
+    with console.status("write parquet"):
+        for name in SPLITS:
+            table = query(con, "split_rows", split=name).to_arrow_table()
+            pq.write_table(table.cast(SPLIT_SCHEMA), folder / f"{name}.parquet")
+        for name, schema in MAP_SCHEMA.items():
+            pq.write_table(query(con, name).to_arrow_table().cast(schema), folder / f"{name}.parquet")
+    return {name: per_split.get(name, {"rows": 0, "cold": 0}) for name in SPLITS}
+
+
+def _manifest(
+    snapshot: str, cfg: PrepareConfig, sources: list[dict[str, Any]], counts: dict[str, int],
+    split_counts: dict[str, dict[str, int]], folder: Path,
+) -> dict[str, Any]:
+    files = {f"{name}.parquet": pq.read_metadata(folder / f"{name}.parquet").num_rows for name in (*SPLITS, "users", "items")}
+    row_counts = {
+        "raw": counts["raw"], "quarantined": counts["quarantined"], "clean": counts["clean"], "kcore": counts["kcore"],
+        **{name: files[f"{name}.parquet"] for name in SPLITS},
+        "users": files["users.parquet"], "items": files["items.parquet"],
+        "dropped_cold_valid": split_counts["valid"]["cold"], "dropped_cold_test": split_counts["test"]["cold"],
+    }
+    return {
+        "snapshot": snapshot,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "config": cfg.model_dump(mode="json"),
+        "sources": [
+            {k: s[k] for k in ("batch_id", "source_file", "source_hash", "format", "split_role", "accepted", "quarantined")}
+            for s in sources
+        ],
+        "row_counts": row_counts,
+        "kcore_passes": counts["kcore_passes"],
+        "num_users": row_counts["users"],
+        "num_items": row_counts["items"],
+        "files": {name: {"rows": rows, "sha256": file_sha256(folder / name)} for name, rows in files.items()},
+    }
+
+
+def check_splits(folder: Path, params: dict[str, Any]) -> None:
+    """train, valid, test, users, items and the cross-split contract, on the files in ``folder``."""
+    from flows.contracts import validate_splits
+
+    with console.status("contracts: train, valid, test, users, items, splits"):
+        validate_splits(folder, params)
+
+
+def _summary(manifest: dict[str, Any], path: Path) -> None:
+    c = manifest["row_counts"]
+    console.print(
+        f"[bold]prepare[/]: snapshot {manifest['snapshot']} -> {path}\n"
+        f"  train {c['train']:,} / valid {c['valid']:,} / test {c['test']:,} rows; "
+        f"{c['users']:,} users, {c['items']:,} items; dropped cold valid {c['dropped_cold_valid']:,}, "
+        f"test {c['dropped_cold_test']:,}", highlight=False,
+    )

@@ -1,10 +1,115 @@
-"""Stage `train` (issue 3)."""
+"""Stage `train` (issue 3): split snapshot → ``models/<run>/`` with checkpoints, history, summary.
+
+Thin: resolves the device, split and run folder, hands them to :class:`hqgnn.trainer.Trainer`,
+shows progress with rich on standard error, writes ``summary.json`` and points ``models/latest``
+at the run. ``--resume`` continues the named run (default: the newest run folder) from its
+``last.pt`` with the config it was started with (only ``device`` may change).
+"""
 
 from __future__ import annotations
 
-from hqgnn.errors import NotYetAvailableError
+import json
+import os
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from hqgnn.config import TrainConfig
+from hqgnn.dataset import load_split
+from hqgnn.errors import InputError
+from hqgnn.trainer import Trainer, resolve_device
+from hqgnn.workdir import WorkDir, atomic_write_json, switch_pointer
 
 
-def train(*args: object, **kwargs: object) -> object:
-    """Not yet implemented: fails with a clear message instead of a broken import."""
-    raise NotYetAvailableError("train", 3)
+@dataclass(frozen=True)
+class TrainResult:
+    """What `hqgnn train` produced."""
+
+    run: str
+    path: Path
+    best_epoch: int
+    best_valid: dict[str, float]
+    epochs_run: int
+    seconds: float
+    status: str
+
+
+def default_run_name(cfg: TrainConfig) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-b{cfg.bits}-{cfg.estimator}"
+
+
+def train(workdir: WorkDir, cfg: TrainConfig, console: Console | None = None) -> TrainResult:
+    """Train (or resume) one run; returns its best epoch and validation metrics."""
+    console = console or Console(stderr=True)
+    device = resolve_device(cfg.device)
+    if cfg.resume:
+        run_dir = _resume_dir(workdir, cfg.run)
+        meta = json.loads((run_dir / "config.json").read_text())
+        cfg = TrainConfig(**{**meta["config"], "device": cfg.device, "resume": True})
+        split_dir = (run_dir / meta["split_dir"]).resolve()
+    else:
+        run_dir = workdir.models / (cfg.run or default_run_name(cfg))
+        if (run_dir / "config.json").exists():
+            raise InputError(f"run {run_dir.name!r} already exists in {workdir.models}: pass --resume to continue it, or another --run")
+        split_dir = workdir.split(cfg.snapshot)
+    data = load_split(split_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not cfg.resume:
+        atomic_write_json(run_dir / "config.json", {
+            "run": run_dir.name, "config": cfg.model_dump(mode="json"), "snapshot": data.snapshot,
+            "split_dir": os.path.relpath(split_dir, run_dir),
+            "model_args": {"num_users": data.num_users, "num_items": data.num_items, "dim": cfg.dim, "layers": cfg.layers},
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        })
+    started = time.perf_counter()
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=True,
+    ) as progress:
+        task = progress.add_task("epoch", total=None)
+        trainer = Trainer(
+            cfg, data, run_dir, device,
+            on_epoch=lambda r: progress.console.print(format_epoch(r, cfg.epochs), highlight=False, soft_wrap=True),
+            on_step=lambda done, total: progress.update(task, completed=done, total=total, description=f"epoch {trainer.epoch + 1}"),
+        )
+        if cfg.resume and (run_dir / "last.pt").is_file():
+            trainer.restore()
+            console.print(f"resuming {run_dir.name} after epoch {trainer.epoch}", highlight=False)
+        console.print(f"training {run_dir.name}: {cfg.bits} bit(s), estimator {cfg.estimator}, device {device}, "
+                      f"{data.num_users} users x {data.num_items} items, {data.train.nnz} train interactions", highlight=False)
+        fit = trainer.fit()
+    summary: dict[str, Any] = {
+        "run": run_dir.name, "snapshot": data.snapshot, "bits": cfg.bits, "estimator": cfg.estimator,
+        "device": str(device), "status": fit.status, "best_epoch": fit.best_epoch, "best_valid": fit.best_valid,
+        "epochs_run": fit.epochs_run, "train_seconds": fit.seconds,
+        "wall_seconds_this_invocation": time.perf_counter() - started,
+    }
+    atomic_write_json(run_dir / "summary.json", summary)
+    switch_pointer(workdir.models / "latest", run_dir)
+    console.print(f"best valid recall@20 {fit.best_valid.get('recall@20', float('nan')):.4f} at epoch {fit.best_epoch} ({fit.status}); run {run_dir}", highlight=False)
+    return TrainResult(run_dir.name, run_dir, fit.best_epoch, fit.best_valid, fit.epochs_run, fit.seconds, fit.status)
+
+
+def format_epoch(r: dict[str, Any], epochs: int) -> str:
+    """One progress line: epoch, loss, validation metric, δ, seconds per epoch, ETA."""
+    valid = "" if r["valid_recall@20"] != r["valid_recall@20"] else f"  valid R@20 {r['valid_recall@20']:.4f} N@20 {r['valid_ndcg@20']:.4f}"
+    delta = "" if r["trace_user"] != r["trace_user"] else f"  δ u {r['delta_user']:.3g} i {r['delta_item']:.3g}"
+    return f"epoch {r['epoch']:>4}/{epochs}  loss {r['loss']:.4f}{valid}{delta}  {r['epoch_seconds']:.1f} s  eta {r['eta'] / 60:.1f} min"
+
+
+def _resume_dir(workdir: WorkDir, run: str | None) -> Path:
+    if run:
+        run_dir = workdir.models / run
+        if not (run_dir / "config.json").is_file():
+            raise InputError(f"--resume --run {run}: no such run in {workdir.models}")
+        return run_dir
+    runs = [p for p in workdir.models.glob("*/config.json") if not p.parent.is_symlink()] if workdir.models.is_dir() else []
+    if not runs:
+        raise InputError(f"--resume: no run to resume in {workdir.models} (run `hqgnn train` first)")
+    return max(runs, key=lambda p: p.stat().st_mtime).parent  # the newest run folder (pointers skipped)

@@ -1,0 +1,115 @@
+"""Quality benchmark: train on a LightGCN-format folder (train.txt / test.txt) and report test metrics.
+
+The validation split is carved from train.txt (seeded, ``--valid-ratio`` of each user's train
+items, at least one train item left per user); test.txt is untouched and only evaluated once,
+on the best-validation checkpoint, with train and valid items masked (= all of train.txt, the
+LightGCN protocol). NDCG's ideal DCG uses min(|test items|, K) hits (LightGCN convention).
+
+    .venv/bin/python bench/quality.py --data ../shared/data/gowalla-lightgcn --bits 32 \
+        --epochs 100 --batch-size 8192 --lr 5e-3 --lr-schedule cosine
+
+Last line: ``run=<name> bits=<b> estimator=<e> best_epoch=<n> valid_recall@20=… test_recall@20=…
+test_ndcg@20=… test_recall@50=… test_ndcg@50=… train_minutes=…``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from flows.stages.train import train  # noqa: E402
+from hqgnn.config import TrainConfig  # noqa: E402
+from hqgnn.dataset import load_split, write_split  # noqa: E402
+from hqgnn.metrics import evaluate_ranking  # noqa: E402
+from hqgnn.runs import load_run  # noqa: E402
+from hqgnn.workdir import WorkDir  # noqa: E402
+
+
+def read_lightgcn(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``user item item …`` lines → parallel int64 arrays of users and items."""
+    users, items = [], []
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) < 2:
+            continue
+        ids = np.asarray(parts, dtype=np.int64)
+        users.append(np.full(ids.size - 1, ids[0]))
+        items.append(ids[1:])
+    return np.concatenate(users), np.concatenate(items)
+
+
+def prepare_split(data: Path, out: Path, valid_ratio: float, seed: int) -> Path:
+    """Write ``out`` (the split folder) once; reused when it exists."""
+    if (out / "manifest.json").is_file():
+        return out
+    tu, ti = read_lightgcn(data / "train.txt")
+    su, si = read_lightgcn(data / "test.txt")
+    n_u = int(max(tu.max(), su.max()) + 1)
+    n_i = int(max(ti.max(), si.max()) + 1)
+    rng = np.random.default_rng(seed)
+    order = np.lexsort((rng.random(tu.size), tu))  # shuffled within each user
+    tu, ti = tu[order], ti[order]
+    counts = np.bincount(tu, minlength=n_u)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.arange(tu.size) - starts[tu]
+    n_valid = np.minimum(np.floor(counts * valid_ratio + rng.random(n_u)).astype(np.int64), counts - 1)
+    is_valid = rank < n_valid[tu]
+    write_split(out, {"train": (tu[~is_valid], ti[~is_valid]), "valid": (tu[is_valid], ti[is_valid]), "test": (su, si)},
+                n_u, n_i, snapshot=out.name)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--workdir", type=Path, default=Path("bench/out/quality-work"))
+    ap.add_argument("--valid-ratio", type=float, default=0.05)
+    ap.add_argument("--split-seed", type=int, default=2024)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--run", default=None)
+    ap.add_argument("--resume", action="store_true")
+    for name, typ in [("bits", int), ("estimator", str), ("epochs", int), ("batch-size", int), ("lr", float),
+                      ("lr-schedule", str), ("lr-min", float), ("l2", float), ("eval-every", int), ("patience", int),
+                      ("delta-scale", float), ("delta-every", int), ("seed", int), ("device", str), ("layers", int), ("dim", int)]:
+        ap.add_argument(f"--{name}", type=typ, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    wd = WorkDir(args.workdir)
+    snapshot = f"{args.data.name}-v{args.valid_ratio}-s{args.split_seed}"
+    prepare_split(args.data, wd.splits / snapshot, args.valid_ratio, args.split_seed)
+    fields = {k: v for k, v in vars(args).items() if v is not None and k in TrainConfig.model_fields}
+    cfg = TrainConfig(**{**fields, "snapshot": snapshot, "resume": args.resume})
+    t0 = time.perf_counter()
+    res = train(wd, cfg)
+    minutes = (time.perf_counter() - t0) / 60
+    run = load_run(res.path)
+    data = load_split(run.split_dir)
+    users, items = run.user_emb, run.item_emb
+    if run.bits != 32:
+        users, items = run.quantize_users().dequantize(), run.quantize_items().dequantize()
+    test = evaluate_ranking(lambda b: users[b] @ items.T, data.test, [data.train, data.valid], (20, 50), 1024)
+    out = {"run": run.name, "bits": run.bits, "estimator": run.estimator, "best_epoch": run.best_epoch,
+           "valid": run.best_valid, "test": test, "train_minutes_this_invocation": minutes,
+           "train_seconds_total": res.seconds, "epochs_run": res.epochs_run, "status": res.status,
+           "config": cfg.model_dump(mode="json"), "cmd": " ".join(sys.argv), "threads": torch.get_num_threads()}
+    (args.workdir / "results").mkdir(parents=True, exist_ok=True)
+    (args.workdir / "results" / f"{run.name}.json").write_text(json.dumps(out, indent=2, default=str))
+    print(f"run={run.name} bits={run.bits} estimator={run.estimator} best_epoch={run.best_epoch} "
+          f"valid_recall@20={run.best_valid['recall@20']:.4f} test_recall@20={test['recall@20']:.4f} "
+          f"test_ndcg@20={test['ndcg@20']:.4f} test_recall@50={test['recall@50']:.4f} test_ndcg@50={test['ndcg@50']:.4f} "
+          f"train_minutes={res.seconds / 60:.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    main()

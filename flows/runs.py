@@ -1,0 +1,68 @@
+"""The ``runs`` table of the warehouse: one row per run of the Prefect flow ``hqgnn``.
+
+The row is written when a run starts (status ``running``) and replaced when it ends
+(``completed``, ``partial`` when a stage has not landed yet, or ``failed`` with the message), by
+``sql/runs.sql`` through the warehouse's SQL runner. A DuckDB file admits one process at a time,
+so the connection is opened only for the write.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from flows.warehouse import connect, run_sql
+
+STATUSES = ("running", "completed", "partial", "failed")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One row of ``runs`` (see ``sql/runs.sql`` for the columns)."""
+
+    run_id: str
+    flow_run_name: str
+    status: str
+    started_at: datetime
+    parameters: dict[str, Any]
+    deployment: str | None = None
+    finished_at: datetime | None = None
+    snapshot: str | None = None
+    train_run: str | None = None
+    code_version: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    stages: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"run status must be one of {STATUSES}, got {self.status!r}")
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, default=str)
+
+
+def record_run(warehouse: Path, rec: RunRecord) -> None:
+    """Insert or replace the row of ``rec.run_id`` in ``runs`` (the table is created on first use)."""
+    with connect(warehouse) as con:
+        run_sql(
+            con,
+            "runs",
+            run_id=rec.run_id,
+            flow_run_name=rec.flow_run_name,
+            deployment=rec.deployment,
+            status=rec.status,
+            started_at=rec.started_at,
+            finished_at=rec.finished_at,
+            parameters=_json(rec.parameters),
+            snapshot=rec.snapshot,
+            train_run=rec.train_run,
+            code_version=rec.code_version,
+            metrics=_json(rec.metrics),
+            stages=_json(rec.stages),
+            error=rec.error,
+        )

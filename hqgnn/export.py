@@ -1,0 +1,182 @@
+"""Code export: user and item code tables as Parquet, read back, checked, and the publish gate.
+
+Schema of ``codes/<version>/users.parquet`` (``items.parquet``: ``item_idx``, ``item_id``),
+one row per id of the split's id map, sorted by the dense index:
+
+| column | type | |
+|---|---|---|
+| ``user_idx`` | int32 | dense index of the id map, 0 .. n-1 |
+| ``user_id`` | string | original id |
+| ``bits`` | int8 | 1, 2, 4, 8 (32 = float run) |
+| ``code`` | binary | packed code, ``code_bytes(bits, dim)`` bytes (layout: :mod:`hqgnn.codes`) |
+| ``scale`` | float32 | per-node scale, finite, > 0 (1.0 for 32 bits) |
+| ``code_values`` | list<int8> | b ∈ {2, 4, 8} only: the same code unpacked (list<float32> for 32) |
+
+Why two code columns for b >= 2: ``code`` is the compact canonical form (the contract, Python
+and FAISS use it); DuckDB has no byte access on BLOBs, so the SQL inner product needs the values
+as a list (``list_dot_product(u.code_values, i.code_values)``); Parquet's dictionary encoding
+bit-packs a column with ``2^b`` distinct values at about ``b`` bits per value, so on disk the
+unpacked copy costs little (measured in the README). 1-bit codes need no copy: DuckDB casts the
+BLOB to a BITSTRING and ``bit_count(xor(u.code::BIT, i.code::BIT))`` is the Hamming distance.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from hqgnn.codes import CodeTable, code_bytes, unpack_codes
+from hqgnn.errors import InputError
+
+CODE_FILES = {"user": "users.parquet", "item": "items.parquet"}
+
+
+def code_table_arrow(kind: str, ids: np.ndarray, table: CodeTable) -> pa.Table:
+    """The Parquet table of one side (``kind`` = ``"user"`` or ``"item"``), rows by dense index.
+
+    ``ids``: original ids ``[n]`` by index; ``table``: the codes ``[n, ...]``.
+    """
+    n, nb = len(table), table.bytes_per_row
+    if len(ids) != n:
+        raise ValueError(f"{kind} id map has {len(ids)} ids but there are {n} codes")
+    fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(nb), n, [None, pa.py_buffer(np.ascontiguousarray(table.packed).tobytes())])
+    cols: dict[str, pa.Array] = {
+        f"{kind}_idx": pa.array(np.arange(n, dtype=np.int32)),
+        f"{kind}_id": pa.array([str(x) for x in ids], pa.string()),
+        "bits": pa.array(np.full(n, table.bits, dtype=np.int8)),
+        "code": fixed.cast(pa.binary()),
+        "scale": pa.array(table.scale.astype(np.float32)),
+    }
+    if table.bits != 1:
+        flat = pa.array(table.values.reshape(-1))
+        cols["code_values"] = pa.FixedSizeListArray.from_arrays(flat, table.dim).cast(pa.list_(flat.type))
+    return pa.table(cols)
+
+
+def write_code_table(path: Path, table: pa.Table) -> None:
+    """Write one side's table (dictionary encoding on, so small code values are bit-packed)."""
+    pq.write_table(table, path, compression="zstd", use_dictionary=True)
+
+
+@dataclass(frozen=True)
+class CodeVersion:
+    """One exported version read back: manifest, code tables and original ids by dense index."""
+
+    path: Path
+    manifest: dict[str, Any]
+    users: CodeTable
+    items: CodeTable
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+
+    @property
+    def bits(self) -> int:
+        return self.users.bits
+
+
+def read_code_table(path: Path, kind: str, bits: int, dim: int) -> tuple[CodeTable, np.ndarray]:
+    """Read ``users.parquet``/``items.parquet``: the codes and the original ids, by dense index."""
+    idx_col, id_col = f"{kind}_idx", f"{kind}_id"
+    try:
+        t = pq.read_table(path, columns=[idx_col, id_col, "code", "scale"])
+    except (OSError, pa.ArrowException) as e:
+        raise InputError(f"{path}: cannot read the {kind} codes: {e}") from e
+    nb = code_bytes(bits, dim)
+    idx = t.column(idx_col).to_numpy().astype(np.int64)
+    if not np.array_equal(np.sort(idx), np.arange(len(idx))):
+        raise InputError(f"{path}: column {idx_col!r} is not a dense 0..{len(idx) - 1} index")
+    try:
+        fixed = t.column("code").combine_chunks().cast(pa.binary(nb))
+    except pa.ArrowInvalid as e:
+        raise InputError(f"{path}: column 'code' must hold {nb} bytes per row for bits={bits}, dim={dim}: {e}") from e
+    raw = np.frombuffer(fixed.buffers()[1], dtype=np.uint8)[fixed.offset * nb : (fixed.offset + len(fixed)) * nb]
+    packed = np.empty((len(idx), nb), dtype=np.uint8)
+    packed[idx] = raw.reshape(-1, nb)
+    scale = np.empty(len(idx), dtype=np.float32)
+    scale[idx] = t.column("scale").to_numpy()
+    ids = np.empty(len(idx), dtype=object)
+    ids[idx] = np.asarray(t.column(id_col).to_pylist(), dtype=object)
+    return CodeTable(bits, dim, packed, unpack_codes(packed, bits, dim), scale), ids
+
+
+def read_code_version(path: Path) -> CodeVersion:
+    """Read ``codes/<version>/`` (manifest.json, users.parquet, items.parquet)."""
+    path = Path(path)
+    mpath = path / "manifest.json"
+    if not mpath.is_file():
+        raise InputError(f"{path} has no manifest.json: not a code version written by `hqgnn export`")
+    manifest = json.loads(mpath.read_text())
+    bits, dim = int(manifest["bits"]), int(manifest["dim"])
+    users, user_ids = read_code_table(path / CODE_FILES["user"], "user", bits, dim)
+    items, item_ids = read_code_table(path / CODE_FILES["item"], "item", bits, dim)
+    return CodeVersion(path, manifest, users, items, user_ids, item_ids)
+
+
+def consistency_failures(path: Path, kind: str, table: CodeTable, ids: np.ndarray) -> list[str]:
+    """Invariants of an exported file that a row-wise contract cannot see: the ids equal the id
+    map row for row, and ``code_values`` (when present) equal the unpacked ``code``."""
+    failures = []
+    t = pq.read_table(path)
+    got_ids = np.asarray(t.column(f"{kind}_id").to_pylist(), dtype=object)
+    got_idx = t.column(f"{kind}_idx").to_numpy().astype(np.int64)
+    in_range = (got_idx >= 0) & (got_idx < len(ids))
+    wrong = np.flatnonzero(~in_range | (got_ids != ids[np.clip(got_idx, 0, len(ids) - 1)]))
+    if len(wrong):
+        failures.append(f"{path.name}: {len(wrong)} row(s) whose ({kind}_idx, {kind}_id) is not in the id map, e.g. rows {wrong[:5].tolist()}")
+    if "code_values" in t.column_names:
+        lengths = pc.list_value_length(t.column("code_values")).to_numpy(zero_copy_only=False)
+        if (lengths != table.dim).any():
+            failures.append(f"{path.name}: code_values must hold dim={table.dim} values, got lengths {sorted(set(lengths.tolist()))[:5]}")
+        else:
+            values = np.asarray(pc.list_flatten(t.column("code_values")).to_numpy(zero_copy_only=False)).reshape(-1, table.dim)
+            expected = table.values[got_idx]
+            bad = np.flatnonzero((values != expected).any(axis=1))
+            if len(bad):
+                failures.append(f"{path.name}: code_values differ from the unpacked code in {len(bad)} row(s), e.g. rows {bad[:5].tolist()}")
+    return failures
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """The publish gate's verdict on a new code version."""
+
+    passed: bool
+    reason: str
+    metric: str
+    new_value: float
+    current_value: float | None
+    current_version: str | None
+
+
+def gate_decision(
+    metric: str,
+    new_value: float,
+    current: dict[str, Any] | None,
+    tolerance: float,
+    force: bool,
+) -> GateDecision:
+    """Decide on the metric part of the publish gate (contracts are checked before this).
+
+    ``current``: the manifest of the published codes of the same bit width (None = first of its
+    width). Passes if ``new_value >= current_value - tolerance``, or with ``force``.
+    """
+    if current is None:
+        return GateDecision(True, f"first published codes of this bit width ({metric} {new_value:.4f} on valid)", metric, new_value, None, None)
+    cur_version = str(current.get("version"))
+    cur_value = current.get("metrics", {}).get("valid_codes", {}).get(metric)
+    if cur_value is None:
+        return GateDecision(True, f"published version {cur_version} records no {metric}; nothing to compare", metric, new_value, None, cur_version)
+    cur_value = float(cur_value)
+    what = f"{metric} on valid {new_value:.4f} vs {cur_value:.4f} of published {cur_version} (tolerance {tolerance:g})"
+    if new_value >= cur_value - tolerance:
+        return GateDecision(True, f"not worse: {what}", metric, new_value, cur_value, cur_version)
+    if force:
+        return GateDecision(True, f"worse, published with --force: {what}", metric, new_value, cur_value, cur_version)
+    return GateDecision(False, f"worse by more than the tolerance: {what}", metric, new_value, cur_value, cur_version)

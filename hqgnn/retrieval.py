@@ -1,0 +1,191 @@
+"""Top-K retrieval over all items from exported codes, in user batches (memory ``batch x items``).
+
+Scores, by code width (``s`` = per-node scale, ``q`` = integer codes, ``d`` = dim):
+
+- **32 bits**: float32 matmul ``e_u · e_i``.
+- **b ∈ {2, 4, 8}**: integer inner product ``<q_u, q_i>`` (int8 codes, multiplied in float32
+  GEMM blocks, exact because ``|<q_u, q_i>| < 2^24``), times ``s_i``.
+- **1 bit**, two rankings (``rank_by``):
+  - ``"score"`` (default; evaluation's ``codes`` row and ``hqgnn recommend``): the model's
+    score ``s_u s_i (d − 2 H(q_u, q_i))`` with ``H`` from XOR + popcount (``faiss.hammings``).
+  - ``"hamming"``: pure Hamming distance, ascending, through FAISS ``IndexBinaryFlat`` (heap
+    top-K, no score matrix): what ``sql/queries/user_topk_hamming.sql`` computes. It ignores the
+    item scale ``s_i``, so it can differ from the model's ranking; evaluation reports both.
+
+The user's scale never changes a user's ranking, so score matrices leave it out: they are
+``s_i * <q_u, q_i>`` (that is, the model's score divided by ``s_u > 0``).
+
+Ties are broken by the lower item index everywhere (FAISS's heaps do the same), so this
+module, ``hqgnn.metrics.masked_topk`` and the SQL queries agree item for item.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import faiss
+import numpy as np
+import torch
+from torch import Tensor
+
+from hqgnn.codes import CodeTable
+from hqgnn.interactions import InteractionMatrix
+from hqgnn.metrics import exclusion_mask, masked_topk
+
+RankBy = Literal["score", "hamming"]
+RANK_BY: tuple[str, ...] = ("score", "hamming")
+
+
+class Retriever:
+    """Ranks every item for batches of users from a user and an item :class:`CodeTable`.
+
+    Args:
+        users, items: code tables of the same ``bits`` and ``dim``.
+        rank_by: ``"score"`` (model score) or ``"hamming"`` (1 bit only, FAISS IndexBinaryFlat).
+        item_block: items per scoring block (bounds the float copy of b-bit codes).
+
+    Example:
+        >>> r = Retriever(user_codes, item_codes)
+        >>> items, scores = r.topk(np.array([0, 1]), k=20, exclude=[split.train])
+    """
+
+    def __init__(self, users: CodeTable, items: CodeTable, rank_by: RankBy = "score", item_block: int = 1 << 16) -> None:
+        if users.bits != items.bits or users.dim != items.dim:
+            raise ValueError(f"user codes ({users.bits} bits, dim {users.dim}) and item codes ({items.bits} bits, dim {items.dim}) differ")
+        if rank_by not in RANK_BY:
+            raise ValueError(f"rank_by must be one of {RANK_BY}, got {rank_by!r}")
+        if rank_by == "hamming" and users.bits != 1:
+            raise ValueError(f"rank_by='hamming' needs 1-bit codes, got {users.bits} bits")
+        self.users, self.items, self.rank_by = users, items, rank_by
+        self.bits, self.dim, self.num_items = users.bits, users.dim, len(items)
+        self.item_block = item_block
+        self._scale = torch.from_numpy(items.scale)
+        self._index: faiss.IndexBinaryFlat | None = None
+        if self.bits == 1 and rank_by == "hamming":
+            self._index = faiss.IndexBinaryFlat(8 * items.bytes_per_row)
+            self._index.add(items.packed)
+        elif self.bits != 1:
+            self._values = torch.from_numpy(items.values)  # int8 [n, d] (float32 for 32 bits)
+
+    # ------------------------------------------------------------------ scores
+
+    def scores(self, users: Tensor | np.ndarray) -> Tensor:
+        """Scores of every item for ``users`` (int64 ``[B]``): ``[B, num_items]``, larger is better.
+
+        float32 ``s_i <q_u, q_i>`` (``rank_by="score"``), or int32 ``d − H`` (``"hamming"``:
+        integer, so :func:`hqgnn.metrics.masked_topk` breaks its ties exactly).
+        """
+        u = _as_numpy(users)
+        if self.bits == 1:
+            ham = self._hamming(u)
+            if self.rank_by == "hamming":
+                return torch.from_numpy(self.dim - ham)
+            return torch.from_numpy(self.dim - 2 * ham).to(torch.float32) * self._scale
+        q = torch.from_numpy(self.users.values[u]).to(torch.float32)
+        out = torch.empty(len(u), self.num_items, dtype=torch.float32)
+        for start in range(0, self.num_items, self.item_block):
+            block = self._values[start : start + self.item_block].to(torch.float32)
+            torch.matmul(q, block.T, out=out[:, start : start + block.shape[0]])
+        if self.bits != 32:
+            out *= self._scale
+        return out
+
+    def _hamming(self, users: np.ndarray) -> np.ndarray:
+        """int32 ``[B, num_items]`` Hamming distances (faiss.hammings: XOR + popcount)."""
+        q = np.ascontiguousarray(self.users.packed[users])
+        x = self.items.packed
+        out = np.empty((q.shape[0], x.shape[0]), dtype=np.int32)
+        faiss.hammings(  # type: ignore[attr-defined]  # SWIG export, no stub
+            faiss.swig_ptr(q), faiss.swig_ptr(x), q.shape[0], x.shape[0], x.shape[1], faiss.swig_ptr(out)
+        )
+        return out
+
+    # ------------------------------------------------------------------ top-K
+
+    def topk(
+        self,
+        users: Tensor | np.ndarray,
+        k: int,
+        exclude: Sequence[InteractionMatrix] = (),
+        batch_size: int = 256,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best items per user, best first, items of ``exclude`` (e.g. train) skipped.
+
+        Returns int64 item indices ``[B, k]`` and their scores ``[B, k]`` (float32 model score
+        over ``s_u``; Hamming distances for ``rank_by="hamming"``). Ties: lower item index first.
+        """
+        u_all = _as_numpy(users)
+        k = min(k, self.num_items)
+        items_out = np.empty((len(u_all), k), dtype=np.int64)
+        scores_out = np.empty((len(u_all), k), dtype=np.int32 if self.rank_by == "hamming" else np.float32)
+        for start in range(0, len(u_all), batch_size):
+            u = u_all[start : start + batch_size]
+            sl = slice(start, start + len(u))
+            if self._index is not None:
+                items_out[sl], scores_out[sl] = self._faiss_topk(u, k, exclude)
+                continue
+            scores = self.scores(u)
+            mask = exclusion_mask(torch.from_numpy(u), exclude)
+            idx = masked_topk(scores, mask, k)
+            items_out[sl] = idx.numpy()
+            scores_out[sl] = scores.gather(1, idx).numpy()
+        return items_out, scores_out
+
+    def _faiss_topk(self, users: np.ndarray, k: int, exclude: Sequence[InteractionMatrix]) -> tuple[np.ndarray, np.ndarray]:
+        """IndexBinaryFlat search for ``k + (most excluded items of a user)``, then drop excluded.
+
+        FAISS returns (distance asc, id asc), so the first ``k`` survivors are exact.
+        """
+        assert self._index is not None
+        queries = np.ascontiguousarray(self.users.packed[users])
+        if not exclude:
+            dist, ids = self._index.search(queries, k)
+            return ids.astype(np.int64), dist.astype(np.int32)
+        seen = [_row_items(m, users) for m in exclude]
+        extra = max((sum(len(s[r]) for s in seen) for r in range(len(users))), default=0)
+        kk = min(self.num_items, k + extra)
+        dist, ids = self._index.search(queries, kk)
+        out_i = np.empty((len(users), k), dtype=np.int64)
+        out_d = np.empty((len(users), k), dtype=np.int32)
+        for r in range(len(users)):
+            banned = np.concatenate([s[r] for s in seen]) if seen else np.empty(0, np.int64)
+            keep = ~np.isin(ids[r], banned)
+            keep_ids, keep_d = ids[r][keep][:k], dist[r][keep][:k]
+            out_i[r, : len(keep_ids)], out_d[r, : len(keep_ids)] = keep_ids, keep_d
+            if len(keep_ids) < k:  # fewer unseen items than k
+                out_i[r, len(keep_ids) :], out_d[r, len(keep_ids) :] = -1, np.iinfo(np.int32).max
+        return out_i, out_d
+
+
+def rerank_scores(
+    codes: Retriever,
+    user_emb: Tensor,
+    item_emb: Tensor,
+    r: int,
+    exclude: Sequence[InteractionMatrix] = (),
+) -> Callable[[Tensor], Tensor]:
+    """HashGNN-style score function: top-``r`` items by codes (``exclude`` masked), re-scored with
+    float embeddings (``user_emb`` ``[num_users, d]``, ``item_emb`` ``[num_items, d]``); every
+    other item scores ``-inf``. For :func:`hqgnn.metrics.evaluate_ranking`."""
+
+    def score_fn(users: Tensor) -> Tensor:
+        u = _as_numpy(users)
+        cand = masked_topk(codes.scores(u), exclusion_mask(torch.from_numpy(u), exclude), r)
+        fine = torch.einsum("bd,brd->br", user_emb[users.cpu()], item_emb[cand])
+        out = torch.full((len(u), codes.num_items), float("-inf"))
+        out.scatter_(1, cand, fine)
+        return out
+
+    return score_fn
+
+
+def _as_numpy(users: Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(users, Tensor):
+        return users.detach().cpu().numpy().astype(np.int64)
+    return np.asarray(users, dtype=np.int64)
+
+
+def _row_items(m: InteractionMatrix, users: np.ndarray) -> list[np.ndarray]:
+    indptr, indices = m.indptr.numpy(), m.indices.numpy()
+    return [indices[indptr[u] : indptr[u + 1]] for u in users]

@@ -1,0 +1,77 @@
+"""A trained run as the downstream stages see it (export, evaluation, retrieval).
+
+``models/<run>/config.json`` holds the config, snapshot, split folder and model args;
+``best.pt`` holds the float encoder outputs at the best validation epoch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from hqgnn.checkpoint import load_checkpoint
+from hqgnn.config import TrainConfig
+from hqgnn.errors import InputError
+from hqgnn.quant import QuantizedTable, quantize
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """The best checkpoint of a run. Scores for ranking: ``dequantized_user @ dequantized_item.T``
+    (float embeddings for 32 bits; for 1 bit ``s_u s_i (dim − 2·Hamming)``)."""
+
+    name: str
+    path: Path
+    config: TrainConfig
+    snapshot: str
+    split_dir: Path
+    num_users: int
+    num_items: int
+    dim: int
+    bits: int
+    estimator: str
+    user_emb: Tensor  # float32 [num_users, dim]
+    item_emb: Tensor  # float32 [num_items, dim]
+    best_epoch: int
+    best_valid: dict[str, float]
+
+    def quantize_users(self) -> QuantizedTable | None:
+        """Codes of the users (the model's forward quantizer); ``None`` for 32 bits."""
+        return None if self.bits == 32 else quantize(self.user_emb, self.bits)
+
+    def quantize_items(self) -> QuantizedTable | None:
+        """Codes of the items (the model's forward quantizer); ``None`` for 32 bits."""
+        return None if self.bits == 32 else quantize(self.item_emb, self.bits)
+
+
+def run_metadata(run_dir: Path) -> dict[str, Any]:
+    """``config.json`` of a run (config, snapshot, split_dir relative to the run, model args)."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise InputError(f"{run_dir} is not a training run: {path.name} is missing")
+    return json.loads(path.read_text())
+
+
+def load_run(run_dir: Path, device: torch.device | str = "cpu") -> TrainedRun:
+    """Load a run's best checkpoint; a run without one (not yet validated) is an :class:`InputError`."""
+    run_dir = Path(run_dir)
+    meta = run_metadata(run_dir)
+    best = run_dir / "best.pt"
+    if not best.is_file():
+        raise InputError(f"run {run_dir.name} has no best checkpoint yet ({best} is missing): it has not finished a validated epoch")
+    state = load_checkpoint(best)
+    cfg = TrainConfig(**meta["config"])
+    args = state["model_args"]
+    return TrainedRun(
+        name=run_dir.name, path=run_dir, config=cfg, snapshot=meta["snapshot"],
+        split_dir=(run_dir / meta["split_dir"]).resolve(),
+        num_users=args["num_users"], num_items=args["num_items"], dim=args["dim"], bits=cfg.bits,
+        estimator=str(cfg.estimator), user_emb=state["user_emb"].float().to(device),
+        item_emb=state["item_emb"].float().to(device), best_epoch=int(state["epoch"]),
+        best_valid={k: float(v) for k, v in state["valid"].items()},
+    )

@@ -1,0 +1,63 @@
+"""Uniform BPR triples (user, positive, negative), drawn vectorized from a seeded generator.
+
+As in LightGCN's reference code, an epoch holds ``nnz(train)`` triples: a user uniformly among
+users with train items, one of their train items uniformly, and a negative uniformly over all
+items. Negatives that hit a train positive are redrawn (a vectorized membership test against
+the sorted ``user * num_items + item`` keys) up to ``redraws`` times; the few left are kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+from hqgnn.interactions import InteractionMatrix
+
+
+class BPRSampler:
+    """Draws epochs of BPR triples on ``device`` from ``generator`` (its state is the sampler's state)."""
+
+    def __init__(self, train: InteractionMatrix, generator: torch.Generator, device: torch.device | str = "cpu", redraws: int = 3) -> None:
+        self.device = torch.device(device)
+        self.generator = generator
+        self.num_items = train.num_items
+        self.redraws = redraws
+        lengths = train.row_lengths()
+        self.active_users = torch.nonzero(lengths > 0).flatten().to(self.device)
+        self.indptr = train.indptr.to(self.device)
+        self.indices = train.indices.to(self.device)
+        self.lengths = lengths.to(self.device)
+        self.keys = (train.rows() * train.num_items + train.indices).to(self.device)  # sorted
+        self.epoch_size = train.nnz
+        if self.active_users.numel() == 0:
+            raise ValueError("the train split has no interactions")
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """int64 ``[n]`` users, positives and negatives (from ``generator``, default the sampler's)."""
+        g, dev = generator or self.generator, self.device
+        pick = torch.randint(0, self.active_users.numel(), (n,), generator=g, device=dev)
+        users = self.active_users[pick]
+        offset = (torch.rand(n, generator=g, device=dev) * self.lengths[users]).long()
+        offset = torch.minimum(offset, self.lengths[users] - 1)
+        pos = self.indices[self.indptr[users] + offset]
+        neg = torch.randint(0, self.num_items, (n,), generator=g, device=dev)
+        for _ in range(self.redraws):
+            hit = self.is_positive(users, neg)
+            redraw = torch.randint(0, self.num_items, (n,), generator=g, device=dev)
+            neg = torch.where(hit, redraw, neg)  # fixed shapes: no host sync on the count
+        return users, pos, neg
+
+    def is_positive(self, users: Tensor, items: Tensor) -> Tensor:
+        """bool ``[n]``: whether ``(users[k], items[k])`` is a train interaction."""
+        key = users * self.num_items + items
+        at = torch.searchsorted(self.keys, key).clamp(max=self.keys.numel() - 1)
+        return self.keys[at] == key
+
+    def epoch(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        """Batches of triples covering one epoch (``nnz(train)`` triples, drawn up front)."""
+        users, pos, neg = self.sample(self.epoch_size)
+        for start in range(0, self.epoch_size, batch_size):
+            end = start + batch_size
+            yield users[start:end], pos[start:end], neg[start:end]

@@ -1,0 +1,241 @@
+"""The training loop: LightGCN + b-bit quantizer, BPR + L2, Adam, GSTE δ, early stopping.
+
+Read top to bottom: :class:`Trainer` builds the graph, model, optimizer and sampler (or restores
+them from ``last.pt``), then each epoch (1) re-estimates GSTE's δ every ``delta_every`` epochs,
+(2) runs BPR steps over full-graph propagations, (3) evaluates validation Recall/NDCG, (4) keeps
+the best checkpoint and writes ``last.pt``, history and progress. Everything stays on the chosen
+device; the loop syncs with the host only once per epoch (loss sum, metrics).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from hqgnn.checkpoint import load_checkpoint, save_checkpoint
+from hqgnn.config import TrainConfig
+from hqgnn.dataset import SplitData
+from hqgnn.delta import DeltaState, estimate_delta
+from hqgnn.encoder import LightGCNEncoder
+from hqgnn.errors import InputError
+from hqgnn.estimators import straight_through
+from hqgnn.graph import normalized_adjacency
+from hqgnn.history import write_history
+from hqgnn.loss import bpr_loss, l2_penalty
+from hqgnn.metrics import evaluate_ranking
+from hqgnn.quant import fake_quantize
+from hqgnn.sampler import BPRSampler
+
+VALID_METRIC = "recall@20"
+EVAL_KS = (20, 50)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; ``cuda`` without CUDA is an :class:`InputError`."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: CUDA is not available on this machine (torch.cuda.is_available() is false); use --device cpu or auto")
+    if name not in ("cpu", "cuda"):
+        raise InputError(f"--device must be auto, cpu or cuda, got {name!r}")
+    return torch.device(name)
+
+
+@dataclass
+class FitResult:
+    """Outcome of :meth:`Trainer.fit`."""
+
+    best_epoch: int
+    best_valid: dict[str, float]
+    epochs_run: int
+    seconds: float
+    status: str  # "completed" | "early_stopped"
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Trainer:
+    """Trains one run into ``run_dir`` (``last.pt``, ``best.pt``, ``history.{parquet,json}``).
+
+    ``on_epoch(record)`` is called after each epoch with its history row; ``on_step(done, total)``
+    after each optimizer step (no host sync). ``resume=True`` continues from ``last.pt``.
+    Data-parallel runs use :class:`hqgnn.distributed.DistributedTrainer` (``cfg.nproc > 1``).
+    """
+
+    writes_files = True  # False on ranks > 0 of a distributed run (hqgnn.distributed)
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        data: SplitData,
+        run_dir: Path,
+        device: torch.device,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+    ) -> None:
+        if cfg.nproc > 1 and not torch.distributed.is_initialized():
+            raise InputError(f"nproc={cfg.nproc}: launch with `hqgnn train --nproc {cfg.nproc}` or torchrun (hqgnn.distributed)")
+        self.cfg, self.data, self.run_dir, self.device = cfg, data, Path(run_dir), device
+        self.on_epoch, self.on_step = on_epoch, on_step
+        self.quantized = cfg.bits != 32
+        self.adj = normalized_adjacency(data.train, device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.model = LightGCNEncoder(data.num_users, data.num_items, cfg.dim, cfg.layers).to(device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, foreach=True)
+        self.schedule = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.epochs, eta_min=cfg.lr_min)
+            if cfg.lr_schedule == "cosine" else None
+        )
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(cfg.seed)
+        self.sampler = BPRSampler(data.train, self.generator, device)
+        self.delta = DeltaState()
+        self.epoch = 0  # epochs completed
+        self.best_epoch, self.best_valid, self.bad_evals = -1, {VALID_METRIC: -math.inf}, 0
+        self.history: list[dict[str, Any]] = []
+        self.status = "running"
+
+    # --- one step, one evaluation -------------------------------------------------------------
+    def step(self, users: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
+        """One BPR + L2 step on a batch of int64 ``[B]`` triples; returns the loss (a 0-d tensor)."""
+        out = self.model.propagate(self.adj)  # [N, d], users then items
+        offset = self.data.num_users
+        rows = torch.cat([users, pos + offset, neg + offset])  # one gather: one sparse gradient
+        with torch.autocast(self.device.type, enabled=self.cfg.amp and self.device.type == "cuda"):
+            u, items = out[rows].split([users.numel(), 2 * users.numel()])
+            if self.quantized:
+                u = straight_through(u, self.cfg.bits, self.delta.user)
+                items = straight_through(items, self.cfg.bits, self.delta.item)
+            p, n = items.chunk(2)
+            reg = l2_penalty(self.model.embedding[rows], users.numel())  # layer-0 rows of the batch
+            loss = bpr_loss(u, p, n) + self.cfg.l2 * reg
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    @torch.no_grad()
+    def embeddings(self) -> tuple[Tensor, Tensor]:
+        """Float encoder outputs: users ``[num_users, dim]``, items ``[num_items, dim]``."""
+        return self.model(self.adj)
+
+    @torch.no_grad()
+    def evaluate(self, split: str = "valid") -> dict[str, float]:
+        """Full-ranking metrics on ``valid`` (train masked) or ``test`` (train and valid masked),
+        scored with the codes the run ships (dequantized) or the float embeddings (32 bits)."""
+        users, items = self.embeddings()
+        if self.quantized:
+            users, items = fake_quantize(users, self.cfg.bits), fake_quantize(items, self.cfg.bits)
+        truth = self.data.valid if split == "valid" else self.data.test
+        exclude = [self.data.train] if split == "valid" else [self.data.train, self.data.valid]
+        return evaluate_ranking(lambda b: users[b] @ items.T, truth, exclude, EVAL_KS, 1024, self.device)
+
+    # --- the loop ---------------------------------------------------------------------------
+    def fit(self) -> FitResult:
+        cfg = self.cfg
+        steps = math.ceil(self.sampler.epoch_size / cfg.batch_size)
+        while self.epoch < cfg.epochs and self.status == "running":
+            epoch, t0 = self.epoch, time.perf_counter()
+            if cfg.estimator == "gste" and epoch % cfg.delta_every == 0:
+                self.delta = self._estimate_delta(epoch)
+            lr = self.optimizer.param_groups[0]["lr"]
+            self.model.train()
+            loss_sum = torch.zeros((), device=self.device)
+            for k, (u, p, n) in enumerate(self.sampler.epoch(cfg.batch_size)):
+                loss_sum += self.step(u, p, n) * u.numel()
+                if self.on_step:
+                    self.on_step(k + 1, steps)
+            if self.schedule is not None:
+                self.schedule.step()
+            self.model.eval()
+            self.epoch += 1
+            valid = self.evaluate("valid") if self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs else None
+            self._track_best(valid)
+            seconds = time.perf_counter() - t0
+            self.history.append(self._record(epoch, float(loss_sum) / self.sampler.epoch_size, lr, valid, seconds))
+            if self.epoch >= cfg.epochs:
+                self.status = "completed"
+            self.save()
+            if self.on_epoch:
+                self.on_epoch(self.history[-1])
+        seconds = sum(r["epoch_seconds"] for r in self.history)
+        return FitResult(self.best_epoch, dict(self.best_valid), self.epoch, seconds, self.status, list(self.history))
+
+    def _estimate_delta(self, epoch: int) -> DeltaState:
+        """GSTE's δ from the current float outputs, seeded by the epoch (a resume re-estimates alike)."""
+        users, items = self.embeddings()
+        return estimate_delta(users, items, self.sampler, self.cfg, seed=self.cfg.seed * 100_003 + epoch)
+
+    def _track_best(self, valid: dict[str, float] | None) -> None:
+        if valid is None:
+            return
+        if valid[VALID_METRIC] > self.best_valid[VALID_METRIC]:
+            self.best_epoch, self.best_valid, self.bad_evals = self.epoch, valid, 0
+            if not self.writes_files:
+                return
+            users, items = self.embeddings()
+            save_checkpoint(self.run_dir / "best.pt", {
+                **self._core_state(), "user_emb": users, "item_emb": items, "valid": valid,
+            })
+        else:
+            self.bad_evals += 1
+            if self.bad_evals >= self.cfg.patience:
+                self.status = "early_stopped"
+
+    def _record(self, epoch: int, loss: float, lr: float, valid: dict[str, float] | None, seconds: float) -> dict[str, Any]:
+        done = [r["epoch_seconds"] for r in self.history] + [seconds]
+        remaining = self.cfg.epochs - self.epoch if self.status == "running" else 0
+        nan = float("nan")
+        return {
+            "epoch": epoch + 1, "loss": loss, "lr": lr,
+            "valid_recall@20": valid["recall@20"] if valid else nan,
+            "valid_ndcg@20": valid["ndcg@20"] if valid else nan,
+            "delta_user": self.delta.user, "delta_item": self.delta.item,
+            "trace_user": self.delta.trace_user, "trace_item": self.delta.trace_item,
+            "epoch_seconds": seconds, "eta": remaining * sum(done) / len(done),
+        }
+
+    # --- checkpoints --------------------------------------------------------------------------
+    def _core_state(self) -> dict[str, Any]:
+        return {
+            "model_args": self.model.model_args(), "config": self.cfg.model_dump(mode="json"),
+            "snapshot": self.data.snapshot, "model": self.model.state_dict(), "epoch": self.epoch,
+        }
+
+    def save(self) -> None:
+        """Write ``last.pt`` (everything to resume) and the history files, atomically."""
+        save_checkpoint(self.run_dir / "last.pt", {
+            **self._core_state(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict() if self.schedule else None,
+            "best": {"epoch": self.best_epoch, "valid": self.best_valid, "bad_evals": self.bad_evals},
+            "status": self.status,
+            "rng": {"sampler": self.generator.get_state()},
+            "delta": self.delta.as_dict(),
+            "history": self.history,
+        })
+        write_history(self.run_dir, self.history)
+
+    def restore(self, path: Path | None = None) -> None:
+        """Continue from ``last.pt``: model, optimizer, schedule, RNG, δ, best metric, history."""
+        state = load_checkpoint(path or self.run_dir / "last.pt")
+        if state["model_args"] != self.model.model_args():
+            raise InputError(f"{path or self.run_dir / 'last.pt'}: model args {state['model_args']} do not match the split/config {self.model.model_args()}")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.schedule is not None and state["schedule"] is not None:
+            self.schedule.load_state_dict(state["schedule"])
+        self.generator.set_state(state["rng"]["sampler"])  # a CPU byte tensor, for any device
+        self.delta = DeltaState.from_dict(state["delta"])
+        self.epoch = int(state["epoch"])
+        best = state["best"]
+        self.best_epoch, self.best_valid, self.bad_evals = int(best["epoch"]), dict(best["valid"]), int(best["bad_evals"])
+        self.history = list(state["history"])
+        self.status = state["status"]

@@ -1,0 +1,163 @@
+"""Training behaviour on a tiny planted dataset: quality above popularity, resume, devices, files."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from flows.stages.train import train
+from hqgnn.config import TrainConfig
+from hqgnn.dataset import load_split, write_split
+from hqgnn.errors import InputError
+from hqgnn.metrics import evaluate_ranking
+from hqgnn.runs import load_run
+from hqgnn.sampler import BPRSampler
+from hqgnn.synthetic import SyntheticSpec, generate_interactions
+from hqgnn.trainer import Trainer, resolve_device
+from hqgnn.workdir import WorkDir
+
+N_USERS, N_ITEMS = 240, 300
+FAST = {"batch_size": 512, "lr": 0.01, "device": "cpu", "dim": 32, "eval_every": 1}
+
+
+def planted_split(root: Path, seed: int = 3) -> Path:
+    """A split folder from the synthetic generator: users prefer one of 8 topics (the planted signal)."""
+    spec = SyntheticSpec(num_users=N_USERS, num_items=N_ITEMS, mean_events_per_user=24, num_topics=8,
+                         topic_affinity=0.9, zipf_exponent=0.5, min_events_per_user=10, seed=seed)
+    t = generate_interactions(spec)
+    u = np.array([int(s[1:]) for s in t.column("user_id").to_pylist()])
+    i = np.array([int(s[1:]) for s in t.column("item_id").to_pylist()])
+    key = np.unique(u * N_ITEMS + i)
+    u, i = key // N_ITEMS, key % N_ITEMS
+    r = np.random.default_rng(seed).random(u.size)
+    parts = {"train": r < 0.7, "valid": (r >= 0.7) & (r < 0.85), "test": r >= 0.85}
+    split = write_split(root / "splits" / "planted", {k: (u[m], i[m]) for k, m in parts.items()}, N_USERS, N_ITEMS)
+    os.symlink("planted", root / "splits" / "current")
+    return split
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> object:
+    """Tiny graphs: one thread is fastest, and on a shared machine many times faster."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> WorkDir:
+    root = tmp_path_factory.mktemp("work")
+    planted_split(root)
+    return WorkDir(root)
+
+
+def popularity_recall(split_dir: Path) -> float:
+    data = load_split(split_dir)
+    counts = torch.bincount(data.train.indices, minlength=data.num_items).float()
+    return evaluate_ranking(lambda b: counts.expand(b.numel(), -1), data.test, [data.train, data.valid], (20,))["recall@20"]
+
+
+def test_resolve_device() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="--device cuda"):
+            resolve_device("cuda")
+
+
+@pytest.mark.parametrize(("bits", "estimator"), [(32, "none"), (1, "ste"), (1, "gste")])
+def test_training_beats_popularity_by_far(workdir: WorkDir, bits: int, estimator: str) -> None:
+    cfg = TrainConfig(bits=bits, estimator=estimator, epochs=12, run=f"q{bits}{estimator}", delta_every=3, **FAST)
+    res = train(workdir, cfg)
+    run = load_run(res.path)
+    data = load_split(run.split_dir)
+    users, items = run.user_emb, run.item_emb
+    if bits != 32:
+        users, items = run.quantize_users().dequantize(), run.quantize_items().dequantize()
+    test = evaluate_ranking(lambda b: users[b] @ items.T, data.test, [data.train, data.valid], (20,))["recall@20"]
+    pop = popularity_recall(data.path)
+    assert test > 1.5 * pop and test > pop + 0.1, (test, pop)
+    assert run.best_valid["recall@20"] == pytest.approx(res.best_valid["recall@20"])
+    assert (workdir.models / "latest").resolve() == res.path.resolve()
+
+
+def test_run_files_history_and_loaded_run(workdir: WorkDir) -> None:
+    res = train(workdir, TrainConfig(bits=4, estimator="gste", epochs=3, run="files", delta_every=2, **FAST))
+    for name in ("config.json", "last.pt", "best.pt", "history.parquet", "history.json", "summary.json"):
+        assert (res.path / name).is_file(), name
+    hist = pq.read_table(res.path / "history.parquet").to_pylist()
+    assert [r["epoch"] for r in hist] == [1, 2, 3]
+    for col in ("loss", "valid_recall@20", "valid_ndcg@20", "delta_user", "delta_item", "trace_user", "trace_item", "epoch_seconds", "eta"):
+        assert col in hist[0]
+    assert all(r["delta_user"] > 0 and r["trace_user"] > 0 for r in hist)
+    assert hist[-1]["eta"] == 0.0
+    assert json.loads((res.path / "history.json").read_text())[0]["epoch"] == 1
+    summary = json.loads((res.path / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["best_epoch"] == res.best_epoch
+    run = load_run(res.path)
+    assert run.user_emb.shape == (N_USERS, 32) and run.item_emb.shape == (N_ITEMS, 32)
+    q = run.quantize_items()
+    assert q is not None and q.bits == 4 and q.codes.dtype == torch.int8
+    assert int(q.codes.min()) >= -8 and int(q.codes.max()) <= 7
+    with pytest.raises(InputError, match="already exists"):
+        train(workdir, TrainConfig(bits=4, estimator="gste", epochs=3, run="files", **FAST))
+
+
+def test_resume_after_a_kill_ends_where_an_uninterrupted_run_ends(workdir: WorkDir, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = dict(bits=1, estimator="gste", epochs=5, delta_every=2, patience=50, **FAST)
+    full = train(workdir, TrainConfig(run="straight", **cfg))
+
+    real_save, saves = Trainer.save, []
+
+    def save_then_die(self: Trainer) -> None:
+        real_save(self)
+        saves.append(self.epoch)
+        if self.epoch == 2:
+            raise KeyboardInterrupt  # killed right after the epoch-2 checkpoint
+
+    monkeypatch.setattr(Trainer, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(workdir, TrainConfig(run="killed", **cfg))
+    monkeypatch.setattr(Trainer, "save", real_save)
+    resumed = train(workdir, TrainConfig(resume=True, device="cpu"))  # newest run; its own config
+
+    assert saves == [1, 2]
+    a = torch.load(full.path / "last.pt", weights_only=False)
+    b = torch.load(resumed.path / "last.pt", weights_only=False)
+    assert b["epoch"] == 5 and len(b["history"]) == 5
+    assert torch.equal(a["model"]["embedding"], b["model"]["embedding"])
+    assert a["delta"] == b["delta"]
+    assert resumed.best_valid == full.best_valid and resumed.best_epoch == full.best_epoch
+    strip = lambda h: [{k: v for k, v in r.items() if k not in ("epoch_seconds", "eta")} for r in h]  # noqa: E731
+    assert strip(a["history"]) == strip(b["history"])
+
+
+def test_resume_without_a_run_and_missing_split(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no run to resume"):
+        train(WorkDir(tmp_path), TrainConfig(resume=True, device="cpu"))
+    (tmp_path / "split").mkdir()
+    with pytest.raises(InputError, match="missing train.parquet"):
+        load_split(tmp_path / "split")
+
+
+def test_sampler_is_seeded_and_avoids_positives(workdir: WorkDir) -> None:
+    data = load_split(workdir.split())
+    draw = lambda: BPRSampler(data.train, torch.Generator().manual_seed(5)).sample(4000)  # noqa: E731
+    (u1, p1, n1), (u2, _, n2) = draw(), draw()
+    assert torch.equal(u1, u2) and torch.equal(n1, n2)
+    dense = data.train.dense_rows(torch.arange(N_USERS))
+    assert bool(dense[u1, p1].all())  # positives are train items of the user
+    assert float(dense[u1, n1].float().mean()) < 0.002  # negatives (almost) never are
+
+
+@pytest.mark.gpu
+def test_trains_on_cuda(workdir: WorkDir) -> None:
+    res = train(workdir, TrainConfig(bits=1, estimator="gste", epochs=2, run="cuda", **{**FAST, "device": "cuda"}))
+    assert res.best_valid["recall@20"] > 0
