@@ -171,7 +171,3 @@ class DistributedTrainer(Trainer):
         t = torch.tensor([loss], dtype=torch.float64, device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return super()._record(epoch, float(t), lr, valid, seconds)
-
-    def save(self) -> None:
-        if self.writes_files:
-            super().save()

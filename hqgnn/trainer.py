@@ -211,6 +211,8 @@ class Trainer:
 
     def save(self) -> None:
         """Write ``last.pt`` (everything to resume) and the history files, atomically."""
+        if not self.writes_files:
+            return
         save_checkpoint(self.run_dir / "last.pt", {
             **self._core_state(),
             "optimizer": self.optimizer.state_dict(),

@@ -32,17 +32,6 @@ PNG = bytes.fromhex(
 )
 
 
-@pytest.fixture(scope="session")
-def prefect_harness():
-    """One temporary Prefect API (SQLite) for every flow test of the session. Heartbeats off: a
-    flow run's heartbeat thread adds ~1 s at its exit, nothing crashes undetected in a test."""
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(), temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        yield
-
-
 # ---- fake stages ---------------------------------------------------------------------------
 
 
