@@ -106,3 +106,22 @@ def test_cli_style_prepare_execute_script(exported: tuple[int, Path]) -> None:
     )
     got = [row[2] for row in duckdb.connect().execute(script).fetchall()]
     assert got == Retriever(v.users, v.items, "hamming").topk(np.array([2]), 5)[0][0].tolist()
+
+
+def test_user_topk_1bit_score_equals_python(exported: tuple[int, Path]) -> None:
+    """The scored 1-bit query ranks exactly as the retriever's model score (XOR + popcount x s_i)."""
+    bits, path = exported
+    if bits != 1:
+        pytest.skip("1-bit codes only")
+    v = read_code_version(path)
+    con = connect(path)
+    r = Retriever(v.users, v.items, "score")
+    by_hamming = Retriever(v.users, v.items, "hamming")
+    differs = False
+    for u in (0, 7, 19):
+        got = con.execute(query("user_topk_1bit_score"), {"user_id": v.user_ids[u], "k": 40}).fetchall()
+        want, _ = r.topk(np.array([u]), 40)
+        assert [row[2] for row in got] == want[0].tolist()
+        assert [row[1] for row in got] == [v.item_ids[j] for j in want[0]]
+        differs |= want[0].tolist() != by_hamming.topk(np.array([u]), 40)[0][0].tolist()
+    assert differs, "fixture too weak: item scales never change the ranking"
