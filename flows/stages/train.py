@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hqgnn.config import TrainConfig
-from hqgnn.dataset import load_split
+from hqgnn.dataset import SplitData, load_split
 from hqgnn.errors import InputError
 from hqgnn.trainer import Trainer, resolve_device
 from hqgnn.workdir import WorkDir, atomic_write_json, switch_pointer
@@ -44,6 +44,16 @@ def default_run_name(cfg: TrainConfig) -> str:
     return f"{stamp}-b{cfg.bits}-{cfg.estimator}"
 
 
+def write_run_config(run_dir: Path, cfg: TrainConfig, data: SplitData, split_dir: Path) -> None:
+    """``models/<run>/config.json``: the run's config, snapshot, split folder and model args."""
+    atomic_write_json(run_dir / "config.json", {
+        "run": run_dir.name, "config": cfg.model_dump(mode="json"), "snapshot": data.snapshot,
+        "split_dir": os.path.relpath(split_dir, run_dir),
+        "model_args": {"num_users": data.num_users, "num_items": data.num_items, "dim": cfg.dim, "layers": cfg.layers},
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    })
+
+
 def train(workdir: WorkDir, cfg: TrainConfig, console: Console | None = None) -> TrainResult:
     """Train (or resume) one run; returns its best epoch and validation metrics."""
     console = console or Console(stderr=True)
@@ -61,12 +71,7 @@ def train(workdir: WorkDir, cfg: TrainConfig, console: Console | None = None) ->
     data = load_split(split_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not cfg.resume:
-        atomic_write_json(run_dir / "config.json", {
-            "run": run_dir.name, "config": cfg.model_dump(mode="json"), "snapshot": data.snapshot,
-            "split_dir": os.path.relpath(split_dir, run_dir),
-            "model_args": {"num_users": data.num_users, "num_items": data.num_items, "dim": cfg.dim, "layers": cfg.layers},
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        })
+        write_run_config(run_dir, cfg, data, split_dir)
     started = time.perf_counter()
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -23,13 +23,18 @@ import os
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from flows.stages.train import TrainResult, _resume_dir, default_run_name, format_epoch
+from flows.stages.train import (
+    TrainResult,
+    _resume_dir,
+    default_run_name,
+    format_epoch,
+    write_run_config,
+)
 from hqgnn.config import TrainConfig
 from hqgnn.errors import HqgnnError, InputError
 from hqgnn.workdir import WorkDir, atomic_write_json, switch_pointer
@@ -118,12 +123,7 @@ def run_worker(workdir: WorkDir, cfg: TrainConfig) -> TrainResult | None:
         if lead:
             run_dir.mkdir(parents=True, exist_ok=True)
             if not cfg.resume:
-                atomic_write_json(run_dir / "config.json", {
-                    "run": run_dir.name, "config": cfg.model_dump(mode="json"), "snapshot": data.snapshot,
-                    "split_dir": os.path.relpath(split_dir, run_dir),
-                    "model_args": {"num_users": data.num_users, "num_items": data.num_items, "dim": cfg.dim, "layers": cfg.layers},
-                    "created": datetime.now(UTC).isoformat(timespec="seconds"),
-                })
+                write_run_config(run_dir, cfg, data, split_dir)
         started = time.perf_counter()
         trainer = DistributedTrainer(cfg, data, run_dir, ctx, on_epoch=lambda r: console.print(format_epoch(r, cfg.epochs), highlight=False))
         if cfg.resume and (run_dir / "last.pt").is_file():
