@@ -77,6 +77,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--run", default=None)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--eval-only", action="store_true", help="only evaluate the current best checkpoint of --run on test (a run still training is fine)")
     for name, typ in [("bits", int), ("estimator", str), ("epochs", int), ("batch-size", int), ("lr", float),
                       ("lr-schedule", str), ("lr-min", float), ("l2", float), ("eval-every", int), ("patience", int),
                       ("delta-scale", float), ("delta-every", int), ("seed", int), ("device", str), ("layers", int), ("dim", int)]:
@@ -90,7 +91,14 @@ def main() -> None:
     fields = {k: v for k, v in vars(args).items() if v is not None and k in TrainConfig.model_fields}
     cfg = TrainConfig(**{**fields, "snapshot": snapshot, "resume": args.resume})
     t0 = time.perf_counter()
-    res = train(wd, cfg)
+    if args.eval_only:
+        if not args.run:
+            ap.error("--eval-only needs --run")
+        history = json.loads((wd.models / args.run / "history.json").read_text())
+        res = argparse.Namespace(path=wd.models / args.run, seconds=sum(r["epoch_seconds"] for r in history),
+                                 epochs_run=len(history), status="evaluated while training")
+    else:
+        res = train(wd, cfg)
     minutes = (time.perf_counter() - t0) / 60
     run = load_run(res.path)
     data = load_split(run.split_dir)
@@ -101,13 +109,14 @@ def main() -> None:
     out = {"run": run.name, "bits": run.bits, "estimator": run.estimator, "best_epoch": run.best_epoch,
            "valid": run.best_valid, "test": test, "train_minutes_this_invocation": minutes,
            "train_seconds_total": res.seconds, "epochs_run": res.epochs_run, "status": res.status,
-           "config": cfg.model_dump(mode="json"), "cmd": " ".join(sys.argv), "threads": torch.get_num_threads()}
+           "config": run.config.model_dump(mode="json"), "cmd": " ".join(sys.argv), "threads": torch.get_num_threads()}
     (args.workdir / "results").mkdir(parents=True, exist_ok=True)
-    (args.workdir / "results" / f"{run.name}.json").write_text(json.dumps(out, indent=2, default=str))
+    suffix = f"-epoch{run.best_epoch}" if args.eval_only else ""
+    (args.workdir / "results" / f"{run.name}{suffix}.json").write_text(json.dumps(out, indent=2, default=str))
     print(f"run={run.name} bits={run.bits} estimator={run.estimator} best_epoch={run.best_epoch} "
           f"valid_recall@20={run.best_valid['recall@20']:.4f} test_recall@20={test['recall@20']:.4f} "
           f"test_ndcg@20={test['ndcg@20']:.4f} test_recall@50={test['recall@50']:.4f} test_ndcg@50={test['ndcg@50']:.4f} "
-          f"train_minutes={res.seconds / 60:.1f}", flush=True)
+          f"train_minutes={res.seconds / 60:.1f} epochs_run={res.epochs_run}", flush=True)
 
 
 if __name__ == "__main__":

@@ -65,7 +65,9 @@ def with_overrides(base: C, **overrides: Any) -> C:
     """A copy of ``base`` with the options given on the command line (``None`` = not given), re-validated."""
     given = {k: v for k, v in overrides.items() if v is not None}
     try:
-        return type(base)(**{**base.model_dump(), **given})
+        # Only what the config file set: defaults that validators derived from other fields
+        # (TrainConfig.estimator from bits) must be derived again from the overridden values.
+        return type(base)(**{**base.model_dump(exclude_unset=True), **given})
     except ValidationError as e:
         raise HqgnnError(_pydantic_message(e)) from e
 

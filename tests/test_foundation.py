@@ -41,6 +41,18 @@ def test_pipeline_config_round_trips() -> None:
     assert again == cfg
 
 
+def test_cli_overrides_rederive_defaults_but_keep_the_file(tmp_path: Path) -> None:
+    from flows.cli import load_pipeline_config, with_overrides
+
+    # --bits 32 alone: the default estimator (gste for 1 bit) must follow the new bit width.
+    assert with_overrides(PipelineConfig().train, bits=32).estimator == "none"
+    assert with_overrides(PipelineConfig().train, bits=4).estimator == "gste"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train:\n  estimator: ste\n  lr: 0.005\n")
+    train = with_overrides(load_pipeline_config(cfg).train, bits=2, epochs=3)
+    assert (train.bits, train.estimator, train.lr, train.epochs) == (2, "ste", 0.005, 3)
+
+
 def test_atomic_dir_keeps_last_good_output_on_failure(tmp_path: Path) -> None:
     final = tmp_path / "out"
     with atomic_dir(final) as tmp:
