@@ -18,12 +18,7 @@ from pydantic import BaseModel, ValidationError
 from rich.console import Console
 
 from hqgnn.config import (
-    EvaluateConfig,
-    ExportConfig,
-    IngestConfig,
     PipelineConfig,
-    PrepareConfig,
-    TrainConfig,
 )
 from hqgnn.errors import HqgnnError
 from hqgnn.workdir import DEFAULT_WORKDIR, WorkDir
