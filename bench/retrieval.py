@@ -17,27 +17,15 @@ method scans per item (the scale's 4 bytes are counted where the score uses it).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 
 import faiss
 import numpy as np
 import torch
+from timing import median_seconds  # noqa: E402  (bench/ is the script's folder)
 
 from hqgnn.codes import CodeTable, code_bytes
 from hqgnn.quant import quantize
 from hqgnn.retrieval import Retriever
-
-
-def timed(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -59,7 +47,7 @@ def main() -> None:
         for s in range(0, nq, args.query_batch):
             torch.topk(queries[s : s + args.query_batch] @ items.T, k, dim=1)
 
-    results: dict[str, tuple[float, float]] = {"fp32": (timed(fp32, args.repeats), 4 * d)}
+    results: dict[str, tuple[float, float]] = {"fp32": (median_seconds(fp32, args.repeats), 4 * d)}
 
     codes = {}
     for bits in (1, 4, 8):
@@ -70,12 +58,12 @@ def main() -> None:
         )
     qs = np.arange(nq)
     ham = Retriever(*codes[1], rank_by="hamming")
-    results["1bit"] = (timed(lambda: ham.topk(qs, k, batch_size=nq), args.repeats), code_bytes(1, d))
+    results["1bit"] = (median_seconds(lambda: ham.topk(qs, k, batch_size=nq), args.repeats), code_bytes(1, d))
     scaled = Retriever(*codes[1], rank_by="score")
-    results["1bit_scaled"] = (timed(lambda: scaled.topk(qs, k, batch_size=args.query_batch), args.repeats), code_bytes(1, d) + 4)
+    results["1bit_scaled"] = (median_seconds(lambda: scaled.topk(qs, k, batch_size=args.query_batch), args.repeats), code_bytes(1, d) + 4)
     for bits in (4, 8):
         r = Retriever(*codes[bits], rank_by="score")
-        results[f"{bits}bit"] = (timed(lambda r=r: r.topk(qs, k, batch_size=args.query_batch), args.repeats), d + 4)
+        results[f"{bits}bit"] = (median_seconds(lambda r=r: r.topk(qs, k, batch_size=args.query_batch), args.repeats), d + 4)
 
     # recall of each method's top-k against the float top-k (a sanity check, not a target)
     truth = torch.topk(queries[:32] @ items.T, k, dim=1).indices.numpy()

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import torch
+from timing import median_seconds  # noqa: E402  (bench/ is the script's folder)
 
 from hqgnn.codes import CodeTable
 from hqgnn.config import TrainConfig
@@ -61,15 +62,6 @@ def synthetic(nnz: int, seed: int = 0) -> SplitData:
     return SplitData(train, empty, empty, n_u, n_i, np.array([]), np.array([]), f"synthetic-{nnz}", Path("."), {})
 
 
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
 
 def graph_row(nnz: int, repeats: int, steps: int, epoch_max: int, tmp: Path) -> dict[str, float]:
     data = synthetic(nnz)
@@ -85,7 +77,7 @@ def graph_row(nnz: int, repeats: int, steps: int, epoch_max: int, tmp: Path) -> 
         x.grad = None
         (lightgcn_propagate(adj, x, LAYERS) * g).sum().backward()
 
-    prop_s = median_time(prop, repeats)
+    prop_s = median_seconds(prop, repeats)
     x.grad = None
 
     cfg = TrainConfig(bits=1, estimator="gste", dim=DIM, layers=LAYERS, batch_size=BATCH, device="cpu", epochs=1)
@@ -123,10 +115,10 @@ def retrieval_row(n_items: int, queries: int, exact_queries: int) -> dict[str, f
     users = CodeTable.from_values(np.where(rng.random((queries, DIM)) < 0.5, -1, 1), rng.random(queries) + 0.5, 1)
     q = np.arange(queries)
     ham = Retriever(users, items, rank_by="hamming")
-    ham_s = median_time(lambda: ham.topk(q, 50), 3) / queries
+    ham_s = median_seconds(lambda: ham.topk(q, 50), 3) / queries
     exact = Retriever(users, items, rank_by="score")
     qe = np.arange(exact_queries)
-    exact_s = median_time(lambda: exact.topk(qe, 50), 3) / exact_queries
+    exact_s = median_seconds(lambda: exact.topk(qe, 50), 3) / exact_queries
     return {"items": n_items, "bytes_per_item": items.bytes_per_row + 4, "index_mb": n_items * (items.bytes_per_row + 4) / 2**20,
             "hamming_ms_per_query": 1e3 * ham_s, "exact_ms_per_query": 1e3 * exact_s,
             "ns_per_item_hamming": 1e9 * ham_s / n_items, "ns_per_item_exact": 1e9 * exact_s / n_items, "load": load()}
