@@ -273,6 +273,80 @@ def run_all(
     _run(debug, lambda: run_flow(WorkDir(workdir), load_pipeline_config(config), demo=demo, force=force))
 
 
+def _parse_list(option: str, spec: str | None, cast: type, choices: tuple[Any, ...], default: list[Any]) -> list[Any]:
+    """``1,4,32`` -> ``[1, 4, 32]``: every value one of ``choices`` (if any), none twice, not empty."""
+    if spec is None:
+        return list(default)
+    values: list[Any] = []
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        try:
+            value = cast(part)
+        except ValueError:
+            raise HqgnnError(f"{option}: expected comma-separated {cast.__name__} values such as {','.join(map(str, choices or default))}; got {part!r}") from None
+        if choices and value not in choices:
+            raise HqgnnError(f"{option}: {value!r} is not one of {', '.join(map(str, choices))}")
+        if value in values:
+            raise HqgnnError(f"{option}: {value!r} given twice")
+        values.append(value)
+    if not values:
+        raise HqgnnError(f"{option}: give at least one value")
+    return values
+
+
+@app.command()
+def sweep(
+    bits: Annotated[str | None, typer.Option("--bits", help="Code widths, comma-separated (default 1,2,4,8,32; 32 = float32, trained once per seed).")] = None,
+    estimator: Annotated[str | None, typer.Option("--estimator", "--estimators", help="Estimators for bits < 32, comma-separated: ste, gste (default both).")] = None,
+    seeds: Annotated[str | None, typer.Option("--seeds", "--seed", help="Seeds, comma-separated (default: the config's train seed, 2024).")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Maximum epochs of every cell.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.")] = None,
+    snapshot: Annotated[str | None, typer.Option("--snapshot", help="Split snapshot (default: splits/current, pinned at the start).")] = None,
+    k: Annotated[str | None, typer.Option("--k", help="Cut-offs, comma-separated (default 20,50); the table uses the smallest.")] = None,
+    workers: Annotated[int, typer.Option("--workers", help="Processes of the local Dask cluster (ignored with --address).")] = 2,
+    address: Annotated[str | None, typer.Option("--address", help="A running Dask scheduler, e.g. tcp://scheduler:8786 (default: a local cluster).")] = None,
+    threads: Annotated[int, typer.Option("--threads", help="Torch threads per cell (0: cores // workers).")] = 0,
+    sweep_id: Annotated[str | None, typer.Option("--sweep-id", help="Names reports/sweep-<id> and the runs (default: UTC time).")] = None,
+    workdir: WorkdirOpt = DEFAULT_WORKDIR,
+    config: ConfigOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Train and evaluate a grid of bits x estimators x seeds in parallel (Prefect flow
+    `hqgnn-sweep` on Dask); prints the comparison table, written to reports/sweep-<id>/."""
+    from typing import get_args
+
+    from hqgnn.config import Bits, Estimator
+
+    def go() -> Path:
+        cfg = load_pipeline_config(config)
+        train_cfg = with_overrides(cfg.train, epochs=epochs, device=device, snapshot=snapshot)
+        ks = None if k is None else tuple(_parse_list("--k", k, int, (), [20]))
+        eval_cfg = with_overrides(cfg.evaluate, ks=ks)
+        quantized = tuple(e for e in get_args(Estimator) if e != "none")  # 32 bits is "none" by itself
+        grid_bits = _parse_list("--bits", bits, int, get_args(Bits), list(get_args(Bits)))
+        grid_estimators = _parse_list("--estimator", estimator, str, quantized, list(quantized))
+        grid_seeds = _parse_list("--seeds", seeds, int, (), [train_cfg.seed])
+        if workers < 1 or threads < 0:
+            raise HqgnnError(f"--workers must be >= 1 and --threads >= 0, got {workers} and {threads}")
+        split = WorkDir(workdir).split(train_cfg.snapshot)
+        if not split.is_dir():
+            raise HqgnnError(f"no split snapshot {split}: run `hqgnn prepare` first")
+
+        from flows.pipeline_flow import quiet_console_tracebacks
+        from flows.sweep_flow import hqgnn_sweep
+
+        if not debug:
+            quiet_console_tracebacks()
+        return Path(hqgnn_sweep(
+            workdir=str(workdir.absolute()), bits=grid_bits, estimators=grid_estimators, seeds=grid_seeds,
+            train=train_cfg, evaluate=eval_cfg, sweep_id=sweep_id, dask_address=address,
+            n_workers=workers, torch_threads=threads,
+        ))
+
+    out = _run(debug, go)
+    typer.echo((out / "comparison.md").read_text(), nl=False)
+    console.print(f"sweep: table, plot and per-cell rows in {out}", highlight=False, soft_wrap=True)
+
+
 TELEMETRY_OFF = {
     "DO_NOT_TRACK": "1",
     "GX_ANALYTICS_ENABLED": "False",

@@ -46,7 +46,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from flows import CONTRACTS_DIR
+from flows import contracts_dir as default_contracts_dir
 from hqgnn.errors import DataContractError, HqgnnError
 
 TABLE = "table"  # name of the view that is the data itself
@@ -93,13 +93,16 @@ class Contract:
 # ----------------------------------------------------------------------------- loading
 
 
-def available_contracts(contracts_dir: Path = CONTRACTS_DIR) -> list[str]:
-    """Names (file stems) of the contracts in ``contracts_dir``."""
+def available_contracts(contracts_dir: Path | None = None) -> list[str]:
+    """Names (file stems) of the contracts in ``contracts_dir`` (default: ``data_contracts/``)."""
+    contracts_dir = contracts_dir or default_contracts_dir()
     return sorted(p.stem for p in contracts_dir.glob("*.yaml"))
 
 
-def load_contract(name: str, contracts_dir: Path = CONTRACTS_DIR) -> Contract:
-    """Parse ``<contracts_dir>/<name>.yaml``; raises ContractUsageError naming what is wrong."""
+def load_contract(name: str, contracts_dir: Path | None = None) -> Contract:
+    """Parse ``<contracts_dir>/<name>.yaml`` (default: ``data_contracts/``); raises
+    ContractUsageError naming what is wrong."""
+    contracts_dir = contracts_dir or default_contracts_dir()
     path = contracts_dir / f"{name}.yaml"
     if not re.fullmatch(r"[A-Za-z0-9_]+", name) or not path.is_file():
         known = ", ".join(available_contracts(contracts_dir)) or "none"

@@ -16,7 +16,7 @@ from typing import Any
 
 import duckdb
 
-from flows import SQL_DIR
+from flows import sql_dir
 
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _COMMENT = re.compile(r"--[^\n]*")
@@ -60,7 +60,7 @@ def _quote(value: str) -> str:
 
 def sql_text(stage: str) -> str:
     """The text of ``sql/<stage>.sql``."""
-    path = SQL_DIR / f"{stage}.sql"
+    path = sql_dir() / f"{stage}.sql"
     if not path.is_file():
         raise FileNotFoundError(f"no SQL file for stage {stage!r}: {path}")
     return path.read_text()
