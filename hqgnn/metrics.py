@@ -56,8 +56,9 @@ def masked_topk(scores: Tensor, exclude: Tensor | None, k: int) -> Tensor:
 
     - integer scores (Hamming similarities, integer inner products) tie constantly: one
       ``topk`` over the composite key ``score * n + (n - 1 - index)`` is exact;
-    - float scores: ``topk``, then, only when ties straddle the k-th value, take every item
-      above it plus the lowest-indexed items equal to it; finally order the k by (score, index).
+    - float scores: ``topk`` of ``k + 1``; only rows whose k-th and (k+1)-th values are equal
+      (a tie straddles the cut-off) take every item above the k-th value plus the
+      lowest-indexed items equal to it; finally order the k by (score, index).
     """
     n = scores.shape[1]
     k = min(k, n)
@@ -68,17 +69,25 @@ def masked_topk(scores: Tensor, exclude: Tensor | None, k: int) -> Tensor:
         return torch.topk(key, k, dim=1).indices
     if exclude is not None:
         scores = scores.masked_fill(exclude, float("-inf"))
-    vals, idx = torch.topk(scores, k, dim=1)
-    kth = vals[:, -1:]
-    equal = scores == kth
-    if not torch.equal(equal.sum(1), (vals == kth).sum(1)):  # a tie straddles the cut-off
-        above = scores > kth
-        need = k - above.sum(1, keepdim=True)
-        chosen = above | (equal & (torch.cumsum(equal, 1, dtype=torch.int32) <= need))
-        idx = torch.nonzero(chosen)[:, 1].view(-1, k)  # row-major: ascending index per row
+    vals, idx = torch.topk(scores, min(k + 1, n), dim=1)
+    idx = idx[:, :k]
+    if k < n:  # a tie straddles the cut-off only where the k-th and (k+1)-th values are equal
+        tied = torch.nonzero(vals[:, k - 1] == vals[:, k]).flatten()
+        if tied.numel():
+            idx = idx.clone()
+            idx[tied] = _lowest_index_ties(scores[tied], vals[tied, k - 1 : k], k)
     idx = torch.sort(idx, dim=1).values
     order = torch.sort(scores.gather(1, idx), dim=1, descending=True, stable=True).indices
     return idx.gather(1, order)
+
+
+def _lowest_index_ties(scores: Tensor, kth: Tensor, k: int) -> Tensor:
+    """int64 ``[B, k]`` (any order): every item above ``kth`` ``[B, 1]`` plus the lowest-indexed
+    items equal to it."""
+    above, equal = scores > kth, scores == kth
+    need = k - above.sum(1, keepdim=True)
+    chosen = above | (equal & (torch.cumsum(equal, 1, dtype=torch.int32) <= need))
+    return torch.nonzero(chosen)[:, 1].view(-1, k)  # row-major: ascending index per row
 
 
 def exclusion_mask(users: Tensor, exclude: Sequence[InteractionMatrix], device: torch.device | str = "cpu") -> Tensor | None:

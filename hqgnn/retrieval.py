@@ -7,10 +7,16 @@ Scores, by code width (``s`` = per-node scale, ``q`` = integer codes, ``d`` = di
   GEMM blocks, exact because ``|<q_u, q_i>| < 2^24``), times ``s_i``.
 - **1 bit**, two rankings (``rank_by``):
   - ``"score"`` (default; evaluation's ``codes`` row and ``hqgnn recommend``): the model's
-    score ``s_u s_i (d − 2 H(q_u, q_i))`` with ``H`` from XOR + popcount (``faiss.hammings``).
+    score ``s_u s_i (d − 2 H(q_u, q_i))`` with ``H`` from XOR + popcount. Top-K goes through
+    :class:`hqgnn.scaled_hamming.ScaledHammingIndex` (FAISS heap search per scale bucket, exact
+    by a certificate); full score matrices (evaluation) through ``faiss.hammings``.
   - ``"hamming"``: pure Hamming distance, ascending, through FAISS ``IndexBinaryFlat`` (heap
     top-K, no score matrix): what ``sql/queries/user_topk_hamming.sql`` computes. It ignores the
     item scale ``s_i``, so it can differ from the model's ranking; evaluation reports both.
+
+Top-K for float and b-bit codes scores one item block at a time (``item_block`` items: the
+int8 → float32 copy, the GEMM output and the block's top-K stay in cache) and merges the block
+winners, so memory is ``batch x item_block`` and no ``[batch, num_items]`` matrix is built.
 
 The user's scale never changes a user's ranking, so score matrices leave it out: they are
 ``s_i * <q_u, q_i>`` (that is, the model's score divided by ``s_u > 0``).
@@ -32,6 +38,7 @@ from torch import Tensor
 from hqgnn.codes import CodeTable
 from hqgnn.interactions import InteractionMatrix
 from hqgnn.metrics import exclusion_mask, masked_topk
+from hqgnn.scaled_hamming import NO_ITEM, ScaledHammingIndex
 
 RankBy = Literal["score", "hamming"]
 RANK_BY: tuple[str, ...] = ("score", "hamming")
@@ -62,11 +69,20 @@ class Retriever:
         self.item_block = item_block
         self._scale = torch.from_numpy(items.scale)
         self._index: faiss.IndexBinaryFlat | None = None
+        self._scaled: ScaledHammingIndex | None = None
         if self.bits == 1 and rank_by == "hamming":
             self._index = faiss.IndexBinaryFlat(8 * items.bytes_per_row)
             self._index.add(items.packed)
+        elif self.bits == 1:
+            self._scaled = ScaledHammingIndex(items.packed, items.scale, self.dim)
         elif self.bits != 1:
             self._values = torch.from_numpy(items.values)  # int8 [n, d] (float32 for 32 bits)
+
+    @property
+    def certified_share(self) -> float:
+        """1-bit score ranking: share of the last batch's queries answered exactly without brute
+        force (:class:`hqgnn.scaled_hamming.ScaledHammingIndex`); NaN for other paths."""
+        return self._scaled.last_certified if self._scaled is not None else float("nan")
 
     # ------------------------------------------------------------------ scores
 
@@ -114,6 +130,7 @@ class Retriever:
 
         Returns int64 item indices ``[B, k]`` and their scores ``[B, k]`` (float32 model score
         over ``s_u``; Hamming distances for ``rank_by="hamming"``). Ties: lower item index first.
+        A user with fewer than ``k`` allowed items gets item ``-1`` in the remaining slots.
         """
         u_all = _as_numpy(users)
         k = min(k, self.num_items)
@@ -124,13 +141,39 @@ class Retriever:
             sl = slice(start, start + len(u))
             if self._index is not None:
                 items_out[sl], scores_out[sl] = self._faiss_topk(u, k, exclude)
-                continue
-            scores = self.scores(u)
-            mask = exclusion_mask(torch.from_numpy(u), exclude)
-            idx = masked_topk(scores, mask, k)
-            items_out[sl] = idx.numpy()
-            scores_out[sl] = scores.gather(1, idx).numpy()
+            elif self._scaled is not None:
+                banned = [np.concatenate(rows) for rows in zip(*(_row_items(m, u) for m in exclude), strict=True)] if exclude else None
+                items_out[sl], scores_out[sl] = self._scaled.search(self.users.packed[u], k, banned)
+            else:
+                items_out[sl], scores_out[sl] = self._blocked_topk(u, k, exclude)
         return items_out, scores_out
+
+    def _blocked_topk(self, users: np.ndarray, k: int, exclude: Sequence[InteractionMatrix]) -> tuple[np.ndarray, np.ndarray]:
+        """Float and b-bit top-``k``: per item block, scores → mask → exact top-``k``; then merge.
+
+        The union of the blocks' top-``k`` under (score desc, index asc) holds the global top-``k``
+        under the same total order, so the merge is exact, ties included."""
+        q = torch.from_numpy(self.users.values[users]).to(torch.float32)
+        mask = exclusion_mask(torch.from_numpy(users), exclude)
+        cand_idx, cand_scores = [], []
+        for start in range(0, self.num_items, self.item_block):
+            block = self._values[start : start + self.item_block].to(torch.float32)
+            scores = q @ block.T
+            if self.bits != 32:
+                scores *= self._scale[start : start + block.shape[0]]
+            part = mask[:, start : start + block.shape[0]] if mask is not None else None
+            if part is not None:
+                scores.masked_fill_(part, float("-inf"))
+            idx = masked_topk(scores, None, k)
+            cand_idx.append(idx + start)
+            cand_scores.append(scores.gather(1, idx))
+        idx, scores = torch.cat(cand_idx, 1), torch.cat(cand_scores, 1)
+        by_item = torch.argsort(idx, dim=1, stable=True)  # column order = item order: ties → lower item
+        idx, scores = idx.gather(1, by_item), scores.gather(1, by_item)
+        best = masked_topk(scores, None, k)
+        items, top = idx.gather(1, best).numpy(), scores.gather(1, best).numpy()
+        items[~np.isfinite(top)] = NO_ITEM  # fewer than k allowed items
+        return items, top
 
     def _faiss_topk(self, users: np.ndarray, k: int, exclude: Sequence[InteractionMatrix]) -> tuple[np.ndarray, np.ndarray]:
         """IndexBinaryFlat search for ``k + (most excluded items of a user)``, then drop excluded.

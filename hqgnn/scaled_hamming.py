@@ -1,0 +1,181 @@
+"""Exact top-K by the 1-bit model score ``s_i (d − 2 H(q_u, q_i))`` without a score matrix.
+
+Why by hand: FAISS ranks 1-bit codes by Hamming distance alone, which ignores the per-item
+scale ``s_i`` and loses a quarter to a half of Recall@20 on real data (BENCHMARKS.md); scoring
+every item exactly means materialising ``[B, num_items]`` distances, slower than float32 brute
+force. This index keeps FAISS's heap search and still returns the *exact* score ranking:
+
+1. Items are cut into ``buckets`` scale ranges ``[s_min_b, s_max_b]`` of equal width in
+   ``log s`` (equal ratios ``s_max_b / s_min_b``: quantile buckets would leave the long tail of
+   popular items' scales in one wide bucket and ruin its bound), one ``faiss.IndexBinaryFlat``
+   per non-empty bucket.
+2. Each bucket returns its ``R_b`` nearest codes by Hamming distance (``R_b`` = ``k`` times
+   ``oversample``, plus the query's excluded items in that bucket); these candidates are
+   scored exactly and the best ``k`` kept (ties: lower item index).
+3. **Certificate.** An item a bucket did not return has ``H >= h_b`` (the bucket's largest
+   returned distance), so its score is at most ``s_max_b (d − 2 h_b)`` (``s_min_b`` when that
+   factor is negative). When the k-th kept score beats every bucket's bound strictly, no item
+   outside the candidates can enter the top-K and the answer is exact. Where a bucket's bound
+   is not beaten, that bucket alone is searched again for that query with 4x the candidates
+   (up to ``rounds`` rounds); queries still uncertified (rare) are answered by brute force
+   (``faiss.hammings`` over all items). Results always equal the full-score ranking.
+
+Scores use float32 exactly as the brute-force path does (``float32(d − 2H) * s_i``); rounding
+is monotone, so the float32 bound is a valid bound for float32 scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import faiss
+import numpy as np
+
+NO_ITEM = -1
+
+
+class ScaledHammingIndex:
+    """Top-K items by ``s_i (d − 2 H)`` over packed 1-bit item codes.
+
+    Args:
+        packed: uint8 ``[n, nbytes]`` item codes (:mod:`hqgnn.codes` layout).
+        scale: float32 ``[n]`` item scales (> 0).
+        dim: code width ``d`` in bits.
+        buckets: scale ranges (more: tighter bounds, more FAISS calls).
+        oversample: first-round candidates per bucket as a multiple of ``k``.
+        rounds: search rounds (each widens, 4x, only the buckets whose bound failed) before the
+            remaining queries go to brute force.
+    """
+
+    def __init__(self, packed: np.ndarray, scale: np.ndarray, dim: int, buckets: int = 16, oversample: float = 1.0, rounds: int = 3) -> None:
+        self.packed = np.ascontiguousarray(packed, dtype=np.uint8)
+        self.scale = np.asarray(scale, dtype=np.float32)
+        self.dim, self.oversample, self.rounds = dim, oversample, rounds
+        self.num_items = self.packed.shape[0]
+        log_s = np.log(np.maximum(self.scale, np.finfo(np.float32).tiny))
+        edges = np.linspace(log_s.min(), log_s.max(), max(1, buckets) + 1)[1:-1]
+        which = np.searchsorted(edges, log_s, side="right")
+        self.members = [ids for ids in (np.flatnonzero(which == b) for b in range(max(1, buckets))) if len(ids)]
+        self.bucket_of = np.empty(self.num_items, dtype=np.int64)
+        self.indexes: list[faiss.IndexBinaryFlat] = []
+        for b, ids in enumerate(self.members):
+            self.bucket_of[ids] = b
+            index = faiss.IndexBinaryFlat(8 * self.packed.shape[1])
+            index.add(self.packed[ids])
+            self.indexes.append(index)
+        self.s_min = np.array([self.scale[ids].min() for ids in self.members], dtype=np.float32)
+        self.s_max = np.array([self.scale[ids].max() for ids in self.members], dtype=np.float32)
+        self.last_certified = 0.0  # share of queries of the last search answered without brute force
+
+    def search(self, queries: np.ndarray, k: int, banned: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best items per query, best first.
+
+        Args:
+            queries: uint8 ``[B, nbytes]`` packed user codes.
+            k: items per query (at most ``num_items``).
+            banned: per query, int64 item indices never to return (e.g. train items).
+        Returns:
+            int64 items ``[B, k]`` and float32 scores ``[B, k]`` (``s_i (d − 2H)``); rows with
+            fewer than ``k`` allowed items end with item ``-1`` and score ``-inf``.
+        """
+        queries = np.ascontiguousarray(queries, dtype=np.uint8)
+        nq, k, nb = queries.shape[0], min(k, self.num_items), len(self.members)
+        banned = list(banned) if banned is not None else [np.empty(0, np.int64)] * nq
+        ban_keys = _ban_keys(banned, self.num_items)
+        size = np.array([len(ids) for ids in self.members])
+        want = np.full((nq, nb), int(np.ceil(k * self.oversample)), dtype=np.int64)
+        for r, b in enumerate(banned):  # the query's banned items in a bucket come on top
+            if len(b):
+                want[r] += np.bincount(self.bucket_of[b], minlength=nb)
+        want = np.minimum(want, size)
+        found = [_Candidates(nq) for _ in range(nb)]
+        todo = np.ones((nq, nb), dtype=bool)
+        for _ in range(self.rounds):
+            for b in np.flatnonzero(todo.any(axis=0)):
+                rows = np.flatnonzero(todo[:, b])
+                dist, local = self.indexes[b].search(queries[rows], int(want[rows, b].max()))
+                items = self.members[b][local]
+                score = (np.float32(self.dim) - np.float32(2) * dist.astype(np.float32)) * self.scale[items]
+                if ban_keys.size:
+                    score[np.isin(rows[:, None] * self.num_items + items, ban_keys)] = -np.inf
+                found[b].put(rows, items, score, dist[:, -1], exhaustive=dist.shape[1] >= size[b])
+            top_items, top_scores = _best_k(
+                np.concatenate([c.items for c in found], axis=1), np.concatenate([c.scores for c in found], axis=1), k
+            )
+            todo = np.stack([c.may_beat(top_scores[:, -1], self.dim, self.s_min[b], self.s_max[b]) for b, c in enumerate(found)], axis=1)
+            if not todo.any():
+                break
+            want = np.where(todo, np.minimum(want * 4, size), want)  # widen where the bound failed
+        failed = np.flatnonzero(todo.any(axis=1))
+        self.last_certified = 1.0 - len(failed) / nq if nq else 1.0
+        for r in failed:
+            top_items[r], top_scores[r] = self._brute_force(queries[r : r + 1], k, banned[r])
+        return top_items, top_scores
+
+    def _brute_force(self, query: np.ndarray, k: int, banned: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-``k`` of one query over all items (``faiss.hammings``)."""
+        dist = np.empty((1, self.num_items), dtype=np.int32)
+        faiss.hammings(  # type: ignore[attr-defined]  # SWIG export, no stub
+            faiss.swig_ptr(query), faiss.swig_ptr(self.packed), 1, self.num_items, self.packed.shape[1], faiss.swig_ptr(dist)
+        )
+        score = (np.float32(self.dim) - np.float32(2) * dist[0].astype(np.float32)) * self.scale
+        score[banned] = -np.inf
+        items, scores = _best_k(np.arange(self.num_items)[None, :], score[None, :], k)
+        return items[0], scores[0]
+
+
+class _Candidates:
+    """One bucket's candidates for every query: items/scores ``[B, width]`` (padding: item
+    ``-1``, score ``-inf``), the largest returned distance and whether the bucket was exhausted."""
+
+    def __init__(self, nq: int) -> None:
+        self.items = np.full((nq, 0), NO_ITEM, dtype=np.int64)
+        self.scores = np.full((nq, 0), -np.inf, dtype=np.float32)
+        self.last = np.zeros(nq, dtype=np.int64)
+        self.exhaustive = np.zeros(nq, dtype=bool)
+        self.searched = np.zeros(nq, dtype=bool)
+
+    def put(self, rows: np.ndarray, items: np.ndarray, scores: np.ndarray, last: np.ndarray, exhaustive: bool) -> None:
+        """Replace the candidates of ``rows`` by a (wider) search's ``[len(rows), r]`` results."""
+        width = items.shape[1]
+        if width > self.items.shape[1]:
+            pad = width - self.items.shape[1]
+            self.items = np.pad(self.items, ((0, 0), (0, pad)), constant_values=NO_ITEM)
+            self.scores = np.pad(self.scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+        self.items[rows], self.scores[rows] = NO_ITEM, -np.inf
+        self.items[rows, :width], self.scores[rows, :width] = items, scores
+        self.last[rows], self.exhaustive[rows], self.searched[rows] = last, exhaustive, True
+
+    def may_beat(self, kth: np.ndarray, dim: int, s_min: np.float32, s_max: np.float32) -> np.ndarray:
+        """bool ``[B]``: an item this bucket did not return could score ``>= kth`` (float32
+        bound ``s (d − 2 h)`` with ``s_max``, or ``s_min`` when ``d − 2h < 0``)."""
+        factor = (dim - 2 * self.last).astype(np.float32)
+        bound = np.where(factor >= 0, factor * s_max, factor * s_min)
+        return self.searched & ~self.exhaustive & (bound >= kth)
+
+
+def _ban_keys(banned: Sequence[np.ndarray], num_items: int) -> np.ndarray:
+    """Sorted int64 ``row * num_items + item`` keys of every banned pair."""
+    keys = [r * num_items + np.asarray(b, dtype=np.int64) for r, b in enumerate(banned) if len(b)]
+    return np.sort(np.concatenate(keys)) if keys else np.empty(0, np.int64)
+
+
+def _best_k(items: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the ``k`` entries with the largest score (ties: lower item), best first.
+
+    ``items``/``scores``: ``[B, m]`` (``items`` may be ``[1, m]``, broadcast). Entries scored
+    ``-inf`` come back as item ``-1``.
+    """
+    items = np.broadcast_to(items, scores.shape)
+    by_item = np.argsort(items, axis=1, kind="stable")
+    items, scores = np.take_along_axis(items, by_item, 1), np.take_along_axis(scores, by_item, 1)
+    if k < scores.shape[1]:  # shortlist: everything >= the k-th score (ties kept), then order
+        kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1 : k]
+        keep = scores >= kth
+        width = int(keep.sum(axis=1).max())
+        pick = np.argsort(~keep, axis=1, kind="stable")[:, :width]
+        items, scores = np.take_along_axis(items, pick, 1), np.take_along_axis(scores, pick, 1)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    items, scores = np.take_along_axis(items, order, 1).copy(), np.take_along_axis(scores, order, 1).copy()
+    items[~np.isfinite(scores)] = NO_ITEM
+    return items, scores
