@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 
 import faiss
 import numpy as np
@@ -43,6 +44,8 @@ def main() -> None:
     p.add_argument("--k", type=int, default=50)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--query-batch", type=int, default=32, help="queries per fp32 matmul+topk batch (32 was fastest here)")
+    p.add_argument("--hnsw", action="store_true", help="add 1bit_hnsw: FAISS IndexBinaryHNSW (approximate; build time printed)")
+    p.add_argument("--hnsw-ef", type=int, default=128, help="HNSW search breadth (efSearch)")
     args = p.parse_args()
     n, d, nq, k = args.items, args.dim, args.queries, args.k
     print(f"items={n} dim={d} queries={nq} k={k} threads torch={torch.get_num_threads()} faiss={faiss.omp_get_max_threads()}")
@@ -72,6 +75,12 @@ def main() -> None:
     for bits in (2, 4, 8):
         methods[f"{bits}bit"] = lambda r=blocked[bits]: r.topk(qs, k, batch_size=nq)
         nbytes[f"{bits}bit"] = d + 4
+    if args.hnsw:
+        t0 = time.perf_counter()
+        hnsw = Retriever(*tables[1], rank_by="hamming", hamming_index="hnsw", hnsw_ef_search=args.hnsw_ef)
+        print(f"1bit_hnsw: graph build {time.perf_counter() - t0:.1f} s (M 32, efSearch {args.hnsw_ef})")
+        methods["1bit_hnsw"] = lambda: hnsw.topk(qs, k, batch_size=nq)
+        nbytes["1bit_hnsw"] = code_bytes(1, d)
     seconds = interleaved_medians(methods, args.repeats)
     results = {name: (seconds[name], nbytes[name]) for name in methods}
     scaled.topk(qs, k, batch_size=nq)
@@ -85,6 +94,11 @@ def main() -> None:
         "1bit_scaled": scaled.topk(qs[:32], k)[0],
         **{f"{b}bit": blocked[b].topk(qs[:32], k)[0] for b in (2, 4, 8)},
     }
+    if args.hnsw:  # HNSW is approximate: also its recall of the exact Hamming top-k distances
+        overlap["1bit_hnsw"] = hnsw.topk(qs[:32], k)[0]
+        exact_d, approx_d = ham.topk(qs, k)[1], hnsw.topk(qs, k)[1]
+        print(f"1bit_hnsw: recall of the exact Hamming top-{k} (distance ≤ the exact k-th) = "
+              f"{np.mean(approx_d <= exact_d[:, -1:]):.3f}")
     base_t = results["fp32"][0]
     print(f"{'method':<12} {'median s':>9} {'ms/query':>9} {'speedup':>8} {'B/item':>7} {'x smaller':>9}  overlap@{k} with fp32")
     for name, (secs, nbytes) in results.items():

@@ -42,6 +42,7 @@ from hqgnn.scaled_hamming import NO_ITEM, ScaledHammingIndex
 
 RankBy = Literal["score", "hamming"]
 RANK_BY: tuple[str, ...] = ("score", "hamming")
+HammingIndex = Literal["flat", "hnsw"]
 
 
 class Retriever:
@@ -51,26 +52,45 @@ class Retriever:
         users, items: code tables of the same ``bits`` and ``dim``.
         rank_by: ``"score"`` (model score) or ``"hamming"`` (1 bit only, FAISS IndexBinaryFlat).
         item_block: items per scoring block (bounds the float copy of b-bit codes).
+        hamming_index: for ``rank_by="hamming"``: ``"flat"`` (exact brute force) or ``"hnsw"``
+            (FAISS ``IndexBinaryHNSW``: approximate, sub-linear per query, a graph build first;
+            ties are not ordered by item index).
+        hnsw_m, hnsw_ef_search: HNSW graph degree and search breadth (raised to ``k`` if lower).
 
     Example:
         >>> r = Retriever(user_codes, item_codes)
         >>> items, scores = r.topk(np.array([0, 1]), k=20, exclude=[split.train])
     """
 
-    def __init__(self, users: CodeTable, items: CodeTable, rank_by: RankBy = "score", item_block: int = 1 << 16) -> None:
+    def __init__(
+        self,
+        users: CodeTable,
+        items: CodeTable,
+        rank_by: RankBy = "score",
+        item_block: int = 1 << 16,
+        hamming_index: HammingIndex = "flat",
+        hnsw_m: int = 32,
+        hnsw_ef_search: int = 128,
+    ) -> None:
         if users.bits != items.bits or users.dim != items.dim:
             raise ValueError(f"user codes ({users.bits} bits, dim {users.dim}) and item codes ({items.bits} bits, dim {items.dim}) differ")
         if rank_by not in RANK_BY:
             raise ValueError(f"rank_by must be one of {RANK_BY}, got {rank_by!r}")
         if rank_by == "hamming" and users.bits != 1:
             raise ValueError(f"rank_by='hamming' needs 1-bit codes, got {users.bits} bits")
+        if hamming_index not in ("flat", "hnsw") or (hamming_index == "hnsw" and rank_by != "hamming"):
+            raise ValueError(f"hamming_index must be 'flat' or 'hnsw' ('hnsw' with rank_by='hamming' only), got {hamming_index!r}")
         self.users, self.items, self.rank_by = users, items, rank_by
         self.bits, self.dim, self.num_items = users.bits, users.dim, len(items)
         self.item_block = item_block
         self._scale = torch.from_numpy(items.scale)
-        self._index: faiss.IndexBinaryFlat | None = None
+        self._index: faiss.IndexBinary | None = None
         self._scaled: ScaledHammingIndex | None = None
-        if self.bits == 1 and rank_by == "hamming":
+        self.hnsw_ef_search = hnsw_ef_search
+        if self.bits == 1 and rank_by == "hamming" and hamming_index == "hnsw":
+            self._index = faiss.IndexBinaryHNSW(8 * items.bytes_per_row, hnsw_m)
+            self._index.add(items.packed)
+        elif self.bits == 1 and rank_by == "hamming":
             self._index = faiss.IndexBinaryFlat(8 * items.bytes_per_row)
             self._index.add(items.packed)
         elif self.bits == 1:
@@ -176,24 +196,26 @@ class Retriever:
         return items, top
 
     def _faiss_topk(self, users: np.ndarray, k: int, exclude: Sequence[InteractionMatrix]) -> tuple[np.ndarray, np.ndarray]:
-        """IndexBinaryFlat search for ``k + (most excluded items of a user)``, then drop excluded.
+        """FAISS search for ``k + (most excluded items of a user)``, then drop excluded.
 
-        FAISS returns (distance asc, id asc), so the first ``k`` survivors are exact.
+        IndexBinaryFlat returns (distance asc, id asc), so the first ``k`` survivors are exact;
+        IndexBinaryHNSW is approximate (and may return fewer: id ``-1``).
         """
         assert self._index is not None
         queries = np.ascontiguousarray(self.users.packed[users])
-        if not exclude:
-            dist, ids = self._index.search(queries, k)
-            return ids.astype(np.int64), dist.astype(np.int32)
         seen = [_row_items(m, users) for m in exclude]
         extra = max((sum(len(s[r]) for s in seen) for r in range(len(users))), default=0)
         kk = min(self.num_items, k + extra)
+        if isinstance(self._index, faiss.IndexBinaryHNSW):
+            self._index.hnsw.efSearch = max(self.hnsw_ef_search, kk)
         dist, ids = self._index.search(queries, kk)
+        if not exclude:
+            return ids.astype(np.int64), dist.astype(np.int32)
         out_i = np.empty((len(users), k), dtype=np.int64)
         out_d = np.empty((len(users), k), dtype=np.int32)
         for r in range(len(users)):
             banned = np.concatenate([s[r] for s in seen]) if seen else np.empty(0, np.int64)
-            keep = ~np.isin(ids[r], banned)
+            keep = (ids[r] >= 0) & ~np.isin(ids[r], banned)
             keep_ids, keep_d = ids[r][keep][:k], dist[r][keep][:k]
             out_i[r, : len(keep_ids)], out_d[r, : len(keep_ids)] = keep_ids, keep_d
             if len(keep_ids) < k:  # fewer unseen items than k

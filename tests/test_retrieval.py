@@ -103,3 +103,22 @@ def test_rerank_reorders_the_code_candidates_by_float_scores() -> None:
         finite = torch.nonzero(torch.isfinite(out[row])).flatten()
         assert sorted(finite.tolist()) == sorted(cand[row].tolist())
         assert torch.allclose(out[row, finite], u[row] @ i[finite].T)
+
+
+def test_hnsw_hamming_index_finds_the_exact_neighbours_on_a_small_catalog() -> None:
+    users, items = tables(1, n_users=8, n_items=400, seed=11)
+    rng = np.random.default_rng(12)
+    pairs = [(u, i) for u in range(8) for i in rng.choice(400, size=5, replace=False)]
+    train = InteractionMatrix.from_pairs(np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs]), 8, 400)
+    exact, exact_d = Retriever(users, items, "hamming").topk(np.arange(8), 10, [train])
+    hnsw, hnsw_d = Retriever(users, items, "hamming", hamming_index="hnsw", hnsw_ef_search=400).topk(np.arange(8), 10, [train])
+    # with a search breadth of the whole catalog HNSW must find distances as good as brute force
+    assert (hnsw_d == exact_d).all()
+    for u in range(8):
+        assert not {p[1] for p in pairs if p[0] == u} & set(hnsw[u].tolist())
+
+
+def test_hnsw_needs_the_hamming_ranking() -> None:
+    users, items = tables(1)
+    with pytest.raises(ValueError, match="hnsw"):
+        Retriever(users, items, "score", hamming_index="hnsw")
