@@ -24,16 +24,24 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+from pathlib import Path
 
 import faiss
 import numpy as np
 import torch
 from timing import interleaved_medians  # noqa: E402  (bench/ is the script's folder)
 
-from hqgnn.codes import CodeTable, code_bytes
-from hqgnn.quant import quantize
-from hqgnn.retrieval import Retriever
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hqgnn.codes import CodeTable, code_bytes  # noqa: E402
+from hqgnn.dataset import load_split  # noqa: E402
+from hqgnn.interactions import InteractionMatrix  # noqa: E402
+from hqgnn.metrics import exclusion_mask  # noqa: E402
+from hqgnn.quant import quantize  # noqa: E402
+from hqgnn.retrieval import Retriever  # noqa: E402
+from hqgnn.runs import load_run  # noqa: E402
 
 
 def main() -> None:
@@ -45,17 +53,34 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--query-batch", type=int, default=32, help="queries per fp32 matmul+topk batch (32 was fastest here)")
     p.add_argument("--hnsw", action="store_true", help="add 1bit_hnsw: FAISS IndexBinaryHNSW (approximate; build time printed)")
-    p.add_argument("--hnsw-ef", type=int, default=128, help="HNSW search breadth (efSearch)")
+    p.add_argument("--run", type=Path, help="a trained run folder (models/<run>): its float embeddings instead of random ones, "
+                   "--queries random users as queries, their train items masked in every method")
     args = p.parse_args()
-    n, d, nq, k = args.items, args.dim, args.queries, args.k
-    print(f"items={n} dim={d} queries={nq} k={k} threads torch={torch.get_num_threads()} faiss={faiss.omp_get_max_threads()}")
-
     g = torch.Generator().manual_seed(0)
-    items, queries = torch.randn(n, d, generator=g), torch.randn(nq, d, generator=g)
+    exclude: list[InteractionMatrix] = []
+    if args.run:
+        run = load_run(args.run)
+        items = run.item_emb
+        pick = torch.sort(torch.randperm(run.num_users, generator=g)[: args.queries]).values
+        queries = run.user_emb[pick]
+        train = load_split(run.split_dir).train
+        rows = [train.indices[train.indptr[u] : train.indptr[u + 1]].numpy() for u in pick.tolist()]
+        exclude = [InteractionMatrix.from_pairs(np.repeat(np.arange(len(rows)), [len(r) for r in rows]),
+                                                np.concatenate(rows), len(rows), run.num_items)]
+        print(f"run={run.name} ({run.bits} bit(s)): {run.num_items} items, {len(rows)} random users, "
+              f"{sum(len(r) for r in rows)} train items masked")
+    else:
+        items, queries = torch.randn(args.items, args.dim, generator=g), torch.randn(args.queries, args.dim, generator=g)
+    (n, d), nq, k = items.shape, queries.shape[0], args.k
+    print(f"items={n} dim={d} queries={nq} k={k} threads torch={torch.get_num_threads()} faiss={faiss.omp_get_max_threads()}")
 
     def fp32() -> None:
         for s in range(0, nq, args.query_batch):
-            torch.topk(queries[s : s + args.query_batch] @ items.T, k, dim=1)
+            scores = queries[s : s + args.query_batch] @ items.T
+            mask = exclusion_mask(torch.arange(s, min(s + args.query_batch, nq)), exclude)
+            if mask is not None:
+                scores.masked_fill_(mask, float("-inf"))
+            torch.topk(scores, k, dim=1)
 
     tables = {32: (CodeTable.from_float(queries.numpy()), CodeTable.from_float(items.numpy()))}
     for bits in (1, 2, 4, 8):
@@ -69,34 +94,36 @@ def main() -> None:
     scaled = Retriever(*tables[1], rank_by="score")
     nbytes = {"fp32": 4 * d, "fp32_blocked": 4 * d, "1bit": code_bytes(1, d), "1bit_scaled": code_bytes(1, d) + 4}
     blocked = {bits: Retriever(*tables[bits]) for bits in (32, 2, 4, 8)}
-    methods = {"fp32": fp32, "fp32_blocked": lambda: blocked[32].topk(qs, k, batch_size=nq)}
-    methods["1bit"] = lambda: ham.topk(qs, k, batch_size=nq)
-    methods["1bit_scaled"] = lambda: scaled.topk(qs, k, batch_size=nq)
+    methods = {"fp32": fp32, "fp32_blocked": lambda: blocked[32].topk(qs, k, exclude, batch_size=nq)}
+    methods["1bit"] = lambda: ham.topk(qs, k, exclude, batch_size=nq)
+    methods["1bit_scaled"] = lambda: scaled.topk(qs, k, exclude, batch_size=nq)
     for bits in (2, 4, 8):
-        methods[f"{bits}bit"] = lambda r=blocked[bits]: r.topk(qs, k, batch_size=nq)
+        methods[f"{bits}bit"] = lambda r=blocked[bits]: r.topk(qs, k, exclude, batch_size=nq)
         nbytes[f"{bits}bit"] = d + 4
     if args.hnsw:
         t0 = time.perf_counter()
         hnsw = Retriever(*tables[1], rank_by="hamming", hamming_index="hnsw", hnsw_ef_search=args.hnsw_ef)
         print(f"1bit_hnsw: graph build {time.perf_counter() - t0:.1f} s (M 32, efSearch {args.hnsw_ef})")
-        methods["1bit_hnsw"] = lambda: hnsw.topk(qs, k, batch_size=nq)
+        methods["1bit_hnsw"] = lambda: hnsw.topk(qs, k, exclude, batch_size=nq)
         nbytes["1bit_hnsw"] = code_bytes(1, d)
     seconds = interleaved_medians(methods, args.repeats)
     results = {name: (seconds[name], nbytes[name]) for name in methods}
-    scaled.topk(qs, k, batch_size=nq)
+    scaled.topk(qs, k, exclude, batch_size=nq)
     certified = scaled.certified_share
 
     # overlap of each method's top-k with the float top-k (a sanity check, not a target)
-    truth = torch.topk(queries[:32] @ items.T, k, dim=1).indices.numpy()
+    head = queries[:32] @ items.T
+    head_mask = exclusion_mask(torch.arange(min(32, nq)), exclude)
+    truth = torch.topk(head.masked_fill(head_mask, float("-inf")) if head_mask is not None else head, k, dim=1).indices.numpy()
     overlap = {
-        "fp32_blocked": blocked[32].topk(qs[:32], k)[0],
-        "1bit": ham.topk(qs[:32], k)[0],
-        "1bit_scaled": scaled.topk(qs[:32], k)[0],
-        **{f"{b}bit": blocked[b].topk(qs[:32], k)[0] for b in (2, 4, 8)},
+        "fp32_blocked": blocked[32].topk(qs[:32], k, exclude)[0],
+        "1bit": ham.topk(qs[:32], k, exclude)[0],
+        "1bit_scaled": scaled.topk(qs[:32], k, exclude)[0],
+        **{f"{b}bit": blocked[b].topk(qs[:32], k, exclude)[0] for b in (2, 4, 8)},
     }
     if args.hnsw:  # HNSW is approximate: also its recall of the exact Hamming top-k distances
-        overlap["1bit_hnsw"] = hnsw.topk(qs[:32], k)[0]
-        exact_d, approx_d = ham.topk(qs, k)[1], hnsw.topk(qs, k)[1]
+        overlap["1bit_hnsw"] = hnsw.topk(qs[:32], k, exclude)[0]
+        exact_d, approx_d = ham.topk(qs, k, exclude)[1], hnsw.topk(qs, k, exclude)[1]
         print(f"1bit_hnsw: recall of the exact Hamming top-{k} (distance ≤ the exact k-th) = "
               f"{np.mean(approx_d <= exact_d[:, -1:]):.3f}")
     base_t = results["fp32"][0]
