@@ -56,6 +56,10 @@ class Retriever:
             (FAISS ``IndexBinaryHNSW``: approximate, sub-linear per query, a graph build first;
             ties are not ordered by item index).
         hnsw_m, hnsw_ef_search: HNSW graph degree and search breadth (raised to ``k`` if lower).
+        scaled_index_min_items: 1-bit score top-K goes through the bucketed FAISS index from this
+            catalog size on; below it one brute-force pass (``faiss.hammings``) is cheaper (its 16
+            FAISS calls per batch cost more than they save: 0.82x vs 1.13x fp32 at 41 k items,
+            7-9x vs 0.5x at 1 M; BENCHMARKS.md).
 
     Example:
         >>> r = Retriever(user_codes, item_codes)
@@ -71,6 +75,7 @@ class Retriever:
         hamming_index: HammingIndex = "flat",
         hnsw_m: int = 32,
         hnsw_ef_search: int = 128,
+        scaled_index_min_items: int = 100_000,
     ) -> None:
         if users.bits != items.bits or users.dim != items.dim:
             raise ValueError(f"user codes ({users.bits} bits, dim {users.dim}) and item codes ({items.bits} bits, dim {items.dim}) differ")
@@ -93,7 +98,7 @@ class Retriever:
         elif self.bits == 1 and rank_by == "hamming":
             self._index = faiss.IndexBinaryFlat(8 * items.bytes_per_row)
             self._index.add(items.packed)
-        elif self.bits == 1:
+        elif self.bits == 1 and self.num_items >= scaled_index_min_items:
             self._scaled = ScaledHammingIndex(items.packed, items.scale, self.dim)
         elif self.bits != 1:
             self._values = torch.from_numpy(items.values)  # int8 [n, d] (float32 for 32 bits)
@@ -164,6 +169,13 @@ class Retriever:
             elif self._scaled is not None:
                 banned = [np.concatenate(rows) for rows in zip(*(_row_items(m, u) for m in exclude), strict=True)] if exclude else None
                 items_out[sl], scores_out[sl] = self._scaled.search(self.users.packed[u], k, banned)
+            elif self.bits == 1:
+                scores, mask = self.scores(u), exclusion_mask(torch.from_numpy(u), exclude)
+                if mask is not None:
+                    scores.masked_fill_(mask, float("-inf"))
+                idx = masked_topk(scores, None, k)
+                top = scores.gather(1, idx).numpy()
+                items_out[sl], scores_out[sl] = np.where(np.isfinite(top), idx.numpy(), NO_ITEM), top
             else:
                 items_out[sl], scores_out[sl] = self._blocked_topk(u, k, exclude)
         return items_out, scores_out

@@ -122,3 +122,13 @@ def test_hnsw_needs_the_hamming_ranking() -> None:
     users, items = tables(1)
     with pytest.raises(ValueError, match="hnsw"):
         Retriever(users, items, "score", hamming_index="hnsw")
+
+
+@pytest.mark.parametrize(("bits", "min_items"), [(1, 100_000), (1, 0), (4, 100_000)])
+def test_users_with_fewer_allowed_items_than_k_get_minus_one(bits: int, min_items: int) -> None:
+    users, items = tables(bits, n_users=2, n_items=30)
+    train = InteractionMatrix.from_pairs(np.zeros(26, np.int64), np.arange(26), 2, 30)  # user 0: 4 items left
+    got, scores = Retriever(users, items, scaled_index_min_items=min_items).topk(np.arange(2), 10, [train])
+    assert sorted(got[0, :4].tolist()) == [26, 27, 28, 29]
+    assert (got[0, 4:] == -1).all() and np.isneginf(scores[0, 4:]).all()
+    assert (got[1] >= 0).all()

@@ -92,6 +92,7 @@ def test_fewer_allowed_items_than_k_pad_with_minus_one() -> None:
 
 @pytest.mark.parametrize("bits", [1, 4, 32])
 def test_retriever_topk_equals_the_full_score_matrix_ranking(bits: int) -> None:
+    """Through the paths of large catalogs (item blocks, the 1-bit bucketed index)."""
     rng = np.random.default_rng(9)
     dim = 32
     if bits == 32:
@@ -102,7 +103,7 @@ def test_retriever_topk_equals_the_full_score_matrix_ranking(bits: int) -> None:
         pick = (lambda n: rng.choice([-1, 1], size=(n, dim))) if bits == 1 else (lambda n: rng.integers(-lim - 1, lim + 1, size=(n, dim)))
         users = CodeTable.from_values(pick(10), np.ones(10), bits)
         items = CodeTable.from_values(pick(5000), rng.uniform(0.5, 2.0, 5000), bits)
-    r = Retriever(users, items, item_block=700)
+    r = Retriever(users, items, item_block=700, scaled_index_min_items=0)  # 1 bit: the bucketed index
     got, _ = r.topk(np.arange(10), 25, batch_size=4)
     full = r.scores(np.arange(10)).numpy()
     for u in range(10):
