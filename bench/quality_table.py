@@ -59,16 +59,20 @@ def report_rows(label: str, folder: Path) -> pd.DataFrame:
                           "train_seconds": summary.get("seconds", summary.get("train_seconds", float("nan")))}])
 
 
-def gowalla_rows(folder: Path) -> pd.DataFrame:
+def gowalla_rows(folder: Path, match: str | None = None) -> pd.DataFrame:
+    """One row per ``bench/quality.py`` result. With ``match`` (a glob such as ``*-fast60*``),
+    only those files, and rows of the same bits × estimator are one cell (seeds averaged);
+    without it every file is its own row, labelled with its run name."""
     out = []
-    for f in sorted(folder.glob("*.json")):
+    for f in sorted(folder.glob(f"{match or '*'}.json")):
         d = json.loads(f.read_text())
         est = "float32" if d["bits"] == 32 else d["estimator"]
         scale = d["config"].get("delta_scale", 1.0)
         if est == "gste" and scale != 1.0:
             est += f" δ×{scale:g}"
         # one row per run (never averaged: the runs differ in schedule); the run name tells them apart
-        out.append({**d["test"], "bits": d["bits"], "estimator": f"{est} `{f.stem}`", "seed": d["config"]["seed"], "run": d["run"],
+        label = est if match else f"{est} `{f.stem}`"
+        out.append({**d["test"], "bits": d["bits"], "estimator": label, "seed": d["config"]["seed"], "run": d["run"],
                     "best_epoch": d["best_epoch"], "epochs_run": d["epochs_run"], "train_seconds": d["train_seconds_total"],
                     "cmd": d["cmd"]})
     return pd.DataFrame(out)
@@ -201,6 +205,7 @@ def main() -> None:
     ap.add_argument("--sweep", action="append", default=[], help="LABEL=reports/sweep-<id> (LABEL may be empty)")
     ap.add_argument("--report", action="append", default=[], help="LABEL=reports/<run>")
     ap.add_argument("--gowalla-results", type=Path, help="bench/quality.py results folder")
+    ap.add_argument("--gowalla-match", help="only results/<glob>.json, one cell per bits × estimator (seeds averaged)")
     ap.add_argument("--retrieval", action="store_true", help="also print latency / bytes ratios vs float32")
     ap.add_argument("--plot", type=Path)
     ap.add_argument("--title", default="")
@@ -214,7 +219,7 @@ def main() -> None:
         return
     parts = [sweep_rows(*_pair(s)) for s in args.sweep] + [report_rows(*_pair(r)) for r in args.report]
     if args.gowalla_results:
-        g = gowalla_rows(args.gowalla_results)
+        g = gowalla_rows(args.gowalla_results, args.gowalla_match)
         for _, r in g.iterrows():
             print(f"- `{r['run']}`: `.venv/bin/python {r['cmd']}`")
         parts.append(g)
