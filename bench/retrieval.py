@@ -53,6 +53,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--query-batch", type=int, default=32, help="queries per fp32 matmul+topk batch (32 was fastest here)")
     p.add_argument("--hnsw", action="store_true", help="add 1bit_hnsw: FAISS IndexBinaryHNSW (approximate; build time printed)")
+    p.add_argument("--hnsw-ef", type=int, default=128, help="HNSW search breadth (efSearch)")
     p.add_argument("--run", type=Path, help="a trained run folder (models/<run>): its float embeddings instead of random ones, "
                    "--queries random users as queries, their train items masked in every method")
     args = p.parse_args()

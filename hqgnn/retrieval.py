@@ -170,14 +170,25 @@ class Retriever:
                 banned = [np.concatenate(rows) for rows in zip(*(_row_items(m, u) for m in exclude), strict=True)] if exclude else None
                 items_out[sl], scores_out[sl] = self._scaled.search(self.users.packed[u], k, banned)
             elif self.bits == 1:
-                scores, mask = self.scores(u), exclusion_mask(torch.from_numpy(u), exclude)
-                if mask is not None:
-                    scores.masked_fill_(mask, float("-inf"))
-                idx = masked_topk(scores, None, k)
-                top = scores.gather(1, idx).numpy()
-                items_out[sl], scores_out[sl] = np.where(np.isfinite(top), idx.numpy(), NO_ITEM), top
+                items_out[sl], scores_out[sl] = self._brute_force_1bit(u, k, exclude)
             else:
                 items_out[sl], scores_out[sl] = self._blocked_topk(u, k, exclude)
+        return items_out, scores_out
+
+    def _brute_force_1bit(self, users: np.ndarray, k: int, exclude: Sequence[InteractionMatrix], chunk: int = 32) -> tuple[np.ndarray, np.ndarray]:
+        """1-bit model-score top-``k`` of small catalogs: full score rows, ``chunk`` users at a
+        time (a ``[32, items]`` block stays in cache; 256 rows at once ran 2x slower at 41 k items)."""
+        items_out = np.empty((len(users), k), dtype=np.int64)
+        scores_out = np.empty((len(users), k), dtype=np.float32)
+        for start in range(0, len(users), chunk):
+            u = users[start : start + chunk]
+            scores, mask = self.scores(u), exclusion_mask(torch.from_numpy(u), exclude)
+            if mask is not None:
+                scores.masked_fill_(mask, float("-inf"))
+            idx = masked_topk(scores, None, k)
+            top = scores.gather(1, idx).numpy()
+            items_out[start : start + len(u)] = np.where(np.isfinite(top), idx.numpy(), NO_ITEM)
+            scores_out[start : start + len(u)] = top
         return items_out, scores_out
 
     def _blocked_topk(self, users: np.ndarray, k: int, exclude: Sequence[InteractionMatrix]) -> tuple[np.ndarray, np.ndarray]:
