@@ -8,8 +8,9 @@ Scores, by code width (``s`` = per-node scale, ``q`` = integer codes, ``d`` = di
 - **1 bit**, two rankings (``rank_by``):
   - ``"score"`` (default; evaluation's ``codes`` row and ``hqgnn recommend``): the model's
     score ``s_u s_i (d − 2 H(q_u, q_i))`` with ``H`` from XOR + popcount. Top-K goes through
-    :class:`hqgnn.scaled_hamming.ScaledHammingIndex` (FAISS heap search per scale bucket, exact
-    by a certificate); full score matrices (evaluation) through ``faiss.hammings``.
+    :class:`hqgnn.scaled_hamming.ScaledHammingIndex` from ``scaled_index_min_items`` items on
+    (FAISS heap search per scale bucket, exact by a certificate), below through full score rows
+    in chunks; full score matrices (evaluation) through ``faiss.hammings``.
   - ``"hamming"``: pure Hamming distance, ascending, through FAISS ``IndexBinaryFlat`` (heap
     top-K, no score matrix): what ``sql/queries/user_topk_hamming.sql`` computes. It ignores the
     item scale ``s_i``, so it can differ from the model's ranking; evaluation reports both.
@@ -38,7 +39,7 @@ from torch import Tensor
 from hqgnn.codes import CodeTable
 from hqgnn.interactions import InteractionMatrix
 from hqgnn.metrics import exclusion_mask, masked_topk
-from hqgnn.scaled_hamming import NO_ITEM, ScaledHammingIndex
+from hqgnn.scaled_hamming import NO_ITEM, ScaledHammingIndex, hamming_matrix, one_bit_score
 
 RankBy = Literal["score", "hamming"]
 RANK_BY: tuple[str, ...] = ("score", "hamming")
@@ -119,10 +120,10 @@ class Retriever:
         """
         u = _as_numpy(users)
         if self.bits == 1:
-            ham = self._hamming(u)
+            ham = hamming_matrix(self.users.packed[u], self.items.packed)
             if self.rank_by == "hamming":
                 return torch.from_numpy(self.dim - ham)
-            return torch.from_numpy(self.dim - 2 * ham).to(torch.float32) * self._scale
+            return torch.from_numpy(one_bit_score(ham, self.items.scale, self.dim))
         q = torch.from_numpy(self.users.values[u]).to(torch.float32)
         out = torch.empty(len(u), self.num_items, dtype=torch.float32)
         for start in range(0, self.num_items, self.item_block):
@@ -130,16 +131,6 @@ class Retriever:
             torch.matmul(q, block.T, out=out[:, start : start + block.shape[0]])
         if self.bits != 32:
             out *= self._scale
-        return out
-
-    def _hamming(self, users: np.ndarray) -> np.ndarray:
-        """int32 ``[B, num_items]`` Hamming distances (faiss.hammings: XOR + popcount)."""
-        q = np.ascontiguousarray(self.users.packed[users])
-        x = self.items.packed
-        out = np.empty((q.shape[0], x.shape[0]), dtype=np.int32)
-        faiss.hammings(  # type: ignore[attr-defined]  # SWIG export, no stub
-            faiss.swig_ptr(q), faiss.swig_ptr(x), q.shape[0], x.shape[0], x.shape[1], faiss.swig_ptr(out)
-        )
         return out
 
     # ------------------------------------------------------------------ top-K
@@ -182,13 +173,9 @@ class Retriever:
         scores_out = np.empty((len(users), k), dtype=np.float32)
         for start in range(0, len(users), chunk):
             u = users[start : start + chunk]
-            scores, mask = self.scores(u), exclusion_mask(torch.from_numpy(u), exclude)
-            if mask is not None:
-                scores.masked_fill_(mask, float("-inf"))
-            idx = masked_topk(scores, None, k)
-            top = scores.gather(1, idx).numpy()
-            items_out[start : start + len(u)] = np.where(np.isfinite(top), idx.numpy(), NO_ITEM)
-            scores_out[start : start + len(u)] = top
+            idx, top = _best_of(self.scores(u), exclusion_mask(torch.from_numpy(u), exclude), k)
+            items_out[start : start + len(u)] = np.where(torch.isfinite(top).numpy(), idx.numpy(), NO_ITEM)
+            scores_out[start : start + len(u)] = top.numpy()
         return items_out, scores_out
 
     def _blocked_topk(self, users: np.ndarray, k: int, exclude: Sequence[InteractionMatrix]) -> tuple[np.ndarray, np.ndarray]:
@@ -204,12 +191,9 @@ class Retriever:
             scores = q @ block.T
             if self.bits != 32:
                 scores *= self._scale[start : start + block.shape[0]]
-            part = mask[:, start : start + block.shape[0]] if mask is not None else None
-            if part is not None:
-                scores.masked_fill_(part, float("-inf"))
-            idx = masked_topk(scores, None, k)
+            idx, top = _best_of(scores, mask[:, start : start + block.shape[0]] if mask is not None else None, k)
             cand_idx.append(idx + start)
-            cand_scores.append(scores.gather(1, idx))
+            cand_scores.append(top)
         idx, scores = torch.cat(cand_idx, 1), torch.cat(cand_scores, 1)
         by_item = torch.argsort(idx, dim=1, stable=True)  # column order = item order: ties → lower item
         idx, scores = idx.gather(1, by_item), scores.gather(1, by_item)
@@ -266,6 +250,15 @@ def rerank_scores(
         return out
 
     return score_fn
+
+
+def _best_of(scores: Tensor, mask: Tensor | None, k: int) -> tuple[Tensor, Tensor]:
+    """Column indices ``[B, k]`` and scores of the ``k`` best of ``scores`` ``[B, n]`` (float,
+    modified in place: masked entries become ``-inf``), ties to the lower column."""
+    if mask is not None:
+        scores.masked_fill_(mask, float("-inf"))
+    idx = masked_topk(scores, None, k)
+    return idx, scores.gather(1, idx)
 
 
 def _as_numpy(users: Tensor | np.ndarray) -> np.ndarray:

@@ -34,6 +34,23 @@ import numpy as np
 NO_ITEM = -1
 
 
+def hamming_matrix(queries: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """int32 ``[nq, n]`` Hamming distances between packed codes (uint8 ``[nq|n, nbytes]``) via
+    ``faiss.hammings`` (XOR + popcount; the numpy reference is :func:`hqgnn.codes.hamming`)."""
+    q, x = np.ascontiguousarray(queries, dtype=np.uint8), np.ascontiguousarray(items, dtype=np.uint8)
+    out = np.empty((q.shape[0], x.shape[0]), dtype=np.int32)
+    faiss.hammings(  # type: ignore[attr-defined]  # SWIG export, no stub
+        faiss.swig_ptr(q), faiss.swig_ptr(x), q.shape[0], x.shape[0], x.shape[1], faiss.swig_ptr(out)
+    )
+    return out
+
+
+def one_bit_score(dist: np.ndarray, scale: np.ndarray, dim: int) -> np.ndarray:
+    """float32 ``s_i (d − 2H)`` for distances ``dist`` and the matching item scales (broadcast);
+    the one formula every 1-bit score path uses, so they agree to the last bit."""
+    return (np.float32(dim) - np.float32(2) * dist.astype(np.float32)) * scale
+
+
 class ScaledHammingIndex:
     """Top-K items by ``s_i (d − 2 H)`` over packed 1-bit item codes.
 
@@ -95,7 +112,7 @@ class ScaledHammingIndex:
                 rows = np.flatnonzero(todo[:, b])
                 dist, local = self.indexes[b].search(queries[rows], int(want[rows, b].max()))
                 items = self.members[b][local]
-                score = (np.float32(self.dim) - np.float32(2) * dist.astype(np.float32)) * self.scale[items]
+                score = one_bit_score(dist, self.scale[items], self.dim)
                 if ban_keys.size:
                     score[np.isin(rows[:, None] * self.num_items + items, ban_keys)] = -np.inf
                 found[b].put(rows, items, score, dist[:, -1], exhaustive=dist.shape[1] >= size[b])
@@ -114,11 +131,7 @@ class ScaledHammingIndex:
 
     def _brute_force(self, query: np.ndarray, k: int, banned: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-``k`` of one query over all items (``faiss.hammings``)."""
-        dist = np.empty((1, self.num_items), dtype=np.int32)
-        faiss.hammings(  # type: ignore[attr-defined]  # SWIG export, no stub
-            faiss.swig_ptr(query), faiss.swig_ptr(self.packed), 1, self.num_items, self.packed.shape[1], faiss.swig_ptr(dist)
-        )
-        score = (np.float32(self.dim) - np.float32(2) * dist[0].astype(np.float32)) * self.scale
+        score = one_bit_score(hamming_matrix(query, self.packed)[0], self.scale, self.dim)
         score[banned] = -np.inf
         items, scores = _best_k(np.arange(self.num_items)[None, :], score[None, :], k)
         return items[0], scores[0]
