@@ -30,6 +30,8 @@ from flows.stages.train import train  # noqa: E402
 from hqgnn.config import TrainConfig  # noqa: E402
 from hqgnn.dataset import load_split, write_split  # noqa: E402
 from hqgnn.metrics import evaluate_ranking  # noqa: E402
+from hqgnn.quant import quantize  # noqa: E402
+from hqgnn.rotation import itq_rotation  # noqa: E402
 from hqgnn.runs import load_run  # noqa: E402
 from hqgnn.workdir import WorkDir  # noqa: E402
 
@@ -68,6 +70,17 @@ def prepare_split(data: Path, out: Path, valid_ratio: float, seed: int) -> Path:
     return out
 
 
+def post_training_quantization(users: torch.Tensor, items: torch.Tensor, bits: int, data) -> dict[str, dict[str, float]]:
+    """Test metrics of float embeddings ``[n, d]`` quantized after training, without and with the
+    ITQ rotation the trainer applies at the end of a float warm-up (the seed is TrainConfig's)."""
+    rot = itq_rotation(torch.cat([users, items]), seed=TrainConfig().seed)
+    out = {}
+    for name, (u, i) in {"as_trained": (users, items), "itq": (users @ rot, items @ rot)}.items():
+        qu, qi = quantize(u, bits).dequantize(), quantize(i, bits).dequantize()
+        out[name] = evaluate_ranking(lambda b, qu=qu, qi=qi: qu[b] @ qi.T, data.test, [data.train, data.valid], (20, 50), 1024)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, required=True)
@@ -78,9 +91,12 @@ def main() -> None:
     ap.add_argument("--run", default=None)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--eval-only", action="store_true", help="only evaluate the current best checkpoint of --run on test (a run still training is fine)")
+    ap.add_argument("--ptq-bits", type=int, default=None, help="with --eval-only on a float run: also score its embeddings "
+                    "quantized after training to this width, as they are and after an ITQ rotation (no quantization-aware training)")
     for name, typ in [("bits", int), ("estimator", str), ("epochs", int), ("batch-size", int), ("lr", float),
                       ("lr-schedule", str), ("lr-min", float), ("l2", float), ("eval-every", int), ("patience", int),
-                      ("delta-scale", float), ("delta-every", int), ("seed", int), ("device", str), ("layers", int), ("dim", int)]:
+                      ("delta-scale", float), ("delta-every", int), ("seed", int), ("device", str), ("layers", int), ("dim", int),
+                      ("float-warmup-epochs", int), ("itq-rotation", int)]:
         ap.add_argument(f"--{name}", type=typ, default=None)
     args = ap.parse_args()
     if args.threads:
@@ -110,6 +126,11 @@ def main() -> None:
            "valid": run.best_valid, "test": test, "train_minutes_this_invocation": minutes,
            "train_seconds_total": res.seconds, "epochs_run": res.epochs_run, "status": res.status,
            "config": run.config.model_dump(mode="json"), "cmd": " ".join(sys.argv), "threads": torch.get_num_threads()}
+    if args.ptq_bits:
+        out["ptq"] = post_training_quantization(run.user_emb, run.item_emb, args.ptq_bits, data)
+        for name, m in out["ptq"].items():
+            print(f"ptq {args.ptq_bits} bit {name}: test_recall@20={m['recall@20']:.4f} test_ndcg@20={m['ndcg@20']:.4f} "
+                  f"test_recall@50={m['recall@50']:.4f} test_ndcg@50={m['ndcg@50']:.4f}", flush=True)
     (args.workdir / "results").mkdir(parents=True, exist_ok=True)
     suffix = f"-epoch{run.best_epoch}" if args.eval_only else ""
     (args.workdir / "results" / f"{run.name}{suffix}.json").write_text(json.dumps(out, indent=2, default=str))

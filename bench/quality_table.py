@@ -60,16 +60,22 @@ def report_rows(label: str, folder: Path) -> pd.DataFrame:
 
 
 def gowalla_rows(folder: Path, match: str | None = None) -> pd.DataFrame:
-    """One row per ``bench/quality.py`` result. With ``match`` (a glob such as ``*-fast60*``),
-    only those files, and rows of the same bits × estimator are one cell (seeds averaged);
-    without it every file is its own row, labelled with its run name."""
+    """One row per ``bench/quality.py`` result. With ``match`` (globs such as ``*-fast60*``,
+    comma-separated), only those files, and rows of the same bits × estimator (× float warm-up)
+    are one cell (seeds averaged); without it every file is its own row, labelled with its run name."""
     out = []
-    for f in sorted(folder.glob(f"{match or '*'}.json")):
+    files = sorted({f for glob in (match or "*").split(",") for f in folder.glob(f"{glob}.json")})
+    for f in files:
         d = json.loads(f.read_text())
         est = "float32" if d["bits"] == 32 else d["estimator"]
         scale = d["config"].get("delta_scale", 1.0)
         if est == "gste" and scale != 1.0:
             est += f" δ×{scale:g}"
+        warmup = d["config"].get("float_warmup_epochs", 0)
+        if warmup:
+            est += f", {warmup} float epochs first" + (" + ITQ" if d["config"].get("itq_rotation", False) else "")
+            if d["config"].get("distill_weight", 0):  # session 3's distillation experiment (not kept in TrainConfig)
+                est += f" + distillation ×{d['config']['distill_weight']:g}"
         # one row per run (never averaged: the runs differ in schedule); the run name tells them apart
         label = est if match else f"{est} `{f.stem}`"
         out.append({**d["test"], "bits": d["bits"], "estimator": label, "seed": d["config"]["seed"], "run": d["run"],
@@ -92,10 +98,13 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["bits", "_o"], ascending=[False, True]).drop(columns="_o").reset_index(drop=True)
 
 
-def _estimator_order(est: str) -> tuple[int, float]:
-    """float32, ste, gste, then gste with a δ multiplier in increasing order (labels like ``gste δ×3``)."""
-    base, _, scale = est.partition(" δ×")
-    return ({"float32": 0, "ste": 1, "gste": 2}.get(base.split()[0], 3), float(scale.split()[0] if scale else 1))
+def _estimator_order(est: str) -> tuple[int, int, float, str]:
+    """float32, ste, gste, then gste with a δ multiplier in increasing order (labels like ``gste δ×3``),
+    then the same with a float warm-up (labels like ``gste, 30 float epochs first + ITQ``), shortest first."""
+    head, _, warmup = est.partition(", ")
+    base, _, scale = head.partition(" δ×")
+    return (int(warmup.split()[0]) if warmup else 0, {"float32": 0, "ste": 1, "gste": 2}.get(base.split()[0], 3),
+            float(scale.split()[0] if scale else 1), warmup)
 
 
 def _fmt(r: pd.Series, c: str, spread: bool) -> str:
@@ -205,7 +214,7 @@ def main() -> None:
     ap.add_argument("--sweep", action="append", default=[], help="LABEL=reports/sweep-<id> (LABEL may be empty)")
     ap.add_argument("--report", action="append", default=[], help="LABEL=reports/<run>")
     ap.add_argument("--gowalla-results", type=Path, help="bench/quality.py results folder")
-    ap.add_argument("--gowalla-match", help="only results/<glob>.json, one cell per bits × estimator (seeds averaged)")
+    ap.add_argument("--gowalla-match", help="only results/<glob>.json (comma-separated globs), one cell per bits × estimator (seeds averaged)")
     ap.add_argument("--retrieval", action="store_true", help="also print latency / bytes ratios vs float32")
     ap.add_argument("--plot", type=Path)
     ap.add_argument("--title", default="")

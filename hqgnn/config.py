@@ -104,6 +104,8 @@ class TrainConfig(StageConfig):
     patience: int = Field(10, ge=1)
     delta_every: int = Field(5, ge=1)  # epochs between Hutchinson re-estimates of GSTE's delta
     delta_scale: float = Field(1.0, ge=0)  # multiplier on the formula's delta (open question, see method.md)
+    float_warmup_epochs: int = Field(0, ge=0)  # quantized runs: first epochs train float32, then the quantizer switches on (float32 runs: ignored)
+    itq_rotation: bool = True  # at that switch, rotate the embeddings so sign codes lose less (hqgnn.rotation)
     hutchinson_samples: int = Field(16, ge=1)
     hutchinson_batches: int = Field(4, ge=1)
     hutchinson_rtol: float = Field(0.05, gt=0)  # stop sampling once the trace's std error is below this share
@@ -117,6 +119,11 @@ class TrainConfig(StageConfig):
         if self.bits != 32 and est == "none":
             raise ValueError(f"bits={self.bits} needs an estimator ('ste' or 'gste'), got 'none'")
         object.__setattr__(self, "estimator", est)
+        if self.bits != 32 and self.float_warmup_epochs >= self.epochs:  # float32 runs have no quantizer to switch on
+            raise ValueError(
+                f"float_warmup_epochs={self.float_warmup_epochs} must be < epochs={self.epochs}: "
+                f"the quantizer switches on after the warm-up, and a {self.bits}-bit run has to train with it"
+            )
         return self
 
 

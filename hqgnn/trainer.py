@@ -1,7 +1,9 @@
 """The training loop: LightGCN + b-bit quantizer, BPR + L2, Adam, GSTE δ, early stopping.
 
 Read top to bottom: :class:`Trainer` builds the graph, model, optimizer and sampler (or restores
-them from ``last.pt``), then each epoch (1) re-estimates GSTE's δ every ``delta_every`` epochs,
+them from ``last.pt``), then each epoch (0) switches the quantizer on once an optional float
+warm-up (``float_warmup_epochs``) is over, first rotating the embeddings by ITQ
+(:mod:`hqgnn.rotation`), (1) re-estimates GSTE's δ every ``delta_every`` quantized epochs,
 (2) runs BPR steps over full-graph propagations, (3) evaluates validation Recall/NDCG, (4) keeps
 the best checkpoint and writes ``last.pt``, history and progress. Everything stays on the chosen
 device; the loop syncs with the host only once per epoch (loss sum, metrics).
@@ -31,6 +33,7 @@ from hqgnn.history import write_history
 from hqgnn.loss import bpr_loss, l2_penalty
 from hqgnn.metrics import evaluate_ranking
 from hqgnn.quant import fake_quantize
+from hqgnn.rotation import itq_rotation
 from hqgnn.sampler import BPRSampler
 
 VALID_METRIC = "recall@20"
@@ -84,6 +87,7 @@ class Trainer:
         self.cfg, self.data, self.run_dir, self.device = cfg, data, Path(run_dir), device
         self.on_epoch, self.on_step = on_epoch, on_step
         self.quantized = cfg.bits != 32
+        self.quantizing = self.quantized and cfg.float_warmup_epochs == 0  # the quantizer is on in this epoch
         self.adj = normalized_adjacency(data.train, device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
@@ -110,7 +114,7 @@ class Trainer:
         rows = torch.cat([users, pos + offset, neg + offset])  # one gather: one sparse gradient
         with torch.autocast(self.device.type, enabled=self.cfg.amp and self.device.type == "cuda"):
             u, items = out[rows].split([users.numel(), 2 * users.numel()])
-            if self.quantized:
+            if self.quantizing:
                 u = straight_through(u, self.cfg.bits, self.delta.user)
                 items = straight_through(items, self.cfg.bits, self.delta.item)
             p, n = items.chunk(2)
@@ -143,7 +147,10 @@ class Trainer:
         steps = math.ceil(self.sampler.epoch_size / cfg.batch_size)
         while self.epoch < cfg.epochs and self.status == "running":
             epoch, t0 = self.epoch, time.perf_counter()
-            if cfg.estimator == "gste" and epoch % cfg.delta_every == 0:
+            self.quantizing = self.quantized and epoch >= cfg.float_warmup_epochs
+            if self.quantizing and epoch == cfg.float_warmup_epochs > 0 and cfg.itq_rotation:
+                self._rotate()
+            if cfg.estimator == "gste" and self.quantizing and (epoch - cfg.float_warmup_epochs) % cfg.delta_every == 0:
                 self.delta = self._estimate_delta(epoch)
             lr = self.optimizer.param_groups[0]["lr"]
             self.model.train()
@@ -168,6 +175,18 @@ class Trainer:
         seconds = sum(r["epoch_seconds"] for r in self.history)
         return FitResult(self.best_epoch, dict(self.best_valid), self.epoch, seconds, self.status, list(self.history))
 
+    @torch.no_grad()
+    def _rotate(self) -> None:
+        """Rotate the layer-0 table by the ITQ rotation of the current outputs (float scores
+        unchanged, sign codes better); Adam's moments follow (the second one approximately)."""
+        rot = itq_rotation(torch.cat(self.embeddings()), seed=self.cfg.seed)
+        param = self.model.embedding
+        param.copy_(param @ rot)
+        state = self.optimizer.state.get(param, {})
+        if "exp_avg" in state:
+            state["exp_avg"].copy_(state["exp_avg"] @ rot)
+            state["exp_avg_sq"].copy_(state["exp_avg_sq"] @ rot.square())
+
     def _estimate_delta(self, epoch: int) -> DeltaState:
         """GSTE's δ from the current float outputs, seeded by the epoch (a resume re-estimates alike)."""
         users, items = self.embeddings()
@@ -184,7 +203,7 @@ class Trainer:
             save_checkpoint(self.run_dir / "best.pt", {
                 **self._core_state(), "user_emb": users, "item_emb": items, "valid": valid,
             })
-        else:
+        elif self.quantizing == self.quantized:  # a float warm-up never stops early: the quantizer has not started
             self.bad_evals += 1
             if self.bad_evals >= self.cfg.patience:
                 self.status = "early_stopped"
@@ -194,7 +213,7 @@ class Trainer:
         remaining = self.cfg.epochs - self.epoch if self.status == "running" else 0
         nan = float("nan")
         return {
-            "epoch": epoch + 1, "loss": loss, "lr": lr,
+            "epoch": epoch + 1, "loss": loss, "lr": lr, "quantized": self.quantizing,
             "valid_recall@20": valid["recall@20"] if valid else nan,
             "valid_ndcg@20": valid["ndcg@20"] if valid else nan,
             "delta_user": self.delta.user, "delta_item": self.delta.item,

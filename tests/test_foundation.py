@@ -29,6 +29,10 @@ def test_configs_reject_unknown_keys_and_bad_values() -> None:
     with pytest.raises(ValidationError, match="needs an estimator"):
         TrainConfig(bits=1, estimator="none")
     assert TrainConfig(bits=32).estimator == "none"
+    with pytest.raises(ValidationError, match="float_warmup_epochs=5 must be < epochs=5"):
+        TrainConfig(bits=1, epochs=5, float_warmup_epochs=5)
+    assert TrainConfig(bits=32, epochs=5, float_warmup_epochs=5).float_warmup_epochs == 5  # a float sweep cell: no quantizer
+    assert TrainConfig(bits=1, epochs=5, float_warmup_epochs=4).float_warmup_epochs == 4
     assert TrainConfig(bits=4).estimator == "gste"
     cfg = TrainConfig(bits=4)
     with pytest.raises(ValidationError):

@@ -11,11 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from flows.stages.train import train
+from flows.stages.train import format_epoch, train
 from hqgnn.config import TrainConfig
 from hqgnn.dataset import load_split, write_split
 from hqgnn.errors import InputError
 from hqgnn.metrics import evaluate_ranking
+from hqgnn.rotation import quantization_loss
 from hqgnn.runs import load_run
 from hqgnn.sampler import BPRSampler
 from hqgnn.synthetic import SyntheticSpec, generate_interactions
@@ -110,9 +111,10 @@ def test_run_files_history_and_loaded_run(workdir: WorkDir) -> None:
         train(workdir, TrainConfig(bits=4, estimator="gste", epochs=3, run="files", **FAST))
 
 
-def test_resume_after_a_kill_ends_where_an_uninterrupted_run_ends(workdir: WorkDir, monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = dict(bits=1, estimator="gste", epochs=5, delta_every=2, patience=50, **FAST)
-    full = train(workdir, TrainConfig(run="straight", **cfg))
+@pytest.mark.parametrize("warmup", [0, 2], ids=["quantized-throughout", "killed-at-the-float-warmup-end"])
+def test_resume_after_a_kill_ends_where_an_uninterrupted_run_ends(workdir: WorkDir, monkeypatch: pytest.MonkeyPatch, warmup: int) -> None:
+    cfg = dict(bits=1, estimator="gste", epochs=5, delta_every=2, patience=50, float_warmup_epochs=warmup, **FAST)
+    full = train(workdir, TrainConfig(run=f"straight{warmup}", **cfg))
 
     real_save, saves = Trainer.save, []
 
@@ -124,7 +126,7 @@ def test_resume_after_a_kill_ends_where_an_uninterrupted_run_ends(workdir: WorkD
 
     monkeypatch.setattr(Trainer, "save", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        train(workdir, TrainConfig(run="killed", **cfg))
+        train(workdir, TrainConfig(run=f"killed{warmup}", **cfg))
     monkeypatch.setattr(Trainer, "save", real_save)
     resumed = train(workdir, TrainConfig(resume=True, device="cpu"))  # newest run; its own config
 
@@ -135,8 +137,32 @@ def test_resume_after_a_kill_ends_where_an_uninterrupted_run_ends(workdir: WorkD
     assert torch.equal(a["model"]["embedding"], b["model"]["embedding"])
     assert a["delta"] == b["delta"]
     assert resumed.best_valid == full.best_valid and resumed.best_epoch == full.best_epoch
-    strip = lambda h: [{k: v for k, v in r.items() if k not in ("epoch_seconds", "eta")} for r in h]  # noqa: E731
+    nan_none = lambda v: None if isinstance(v, float) and v != v else v  # noqa: E731  (NaN != NaN)
+    strip = lambda h: [{k: nan_none(v) for k, v in r.items() if k not in ("epoch_seconds", "eta")} for r in h]  # noqa: E731
     assert strip(a["history"]) == strip(b["history"])
+    assert [r["quantized"] for r in b["history"]] == [e >= warmup for e in range(5)]
+
+
+def test_float_warmup_then_itq_rotation_keeps_float_scores_and_lowers_sign_loss(workdir: WorkDir) -> None:
+    cfg = TrainConfig(bits=1, estimator="gste", epochs=4, float_warmup_epochs=2, delta_every=1, run="warmup", **FAST)
+    data = load_split(workdir.splits / "planted")
+    trainer = Trainer(cfg, data, workdir.models / "warmup-probe", torch.device("cpu"))
+    for u, p, n in trainer.sampler.epoch(cfg.batch_size):  # one float epoch: Adam has moments to rotate
+        trainer.step(u, p, n)
+    users, items = trainer.embeddings()
+    trainer._rotate()
+    r_users, r_items = trainer.embeddings()
+    assert torch.allclose(r_users @ r_items.T, users @ items.T, atol=1e-4)
+    assert quantization_loss(torch.cat([r_users, r_items])) < quantization_loss(torch.cat([users, items]))
+    m = trainer.optimizer.state[trainer.model.embedding]["exp_avg_sq"]
+    assert bool((m >= 0).all())
+
+    hist = json.loads((train(workdir, cfg).path / "history.json").read_text())
+    assert [r["quantized"] for r in hist] == [False, False, True, True]
+    assert [r["delta_user"] > 0 for r in hist] == [False, False, True, True]  # δ only once quantizing
+    nan_to_float = {k: (float("nan") if v is None else v) for k, v in hist[0].items()}
+    assert "float warm-up" in format_epoch(nan_to_float, cfg)
+    assert "δ u" in format_epoch(hist[2], cfg) and "float warm-up" not in format_epoch(hist[2], cfg)
 
 
 def test_resume_without_a_run_and_missing_split(tmp_path: Path) -> None:

@@ -80,7 +80,7 @@ def train(workdir: WorkDir, cfg: TrainConfig, console: Console | None = None) ->
         task = progress.add_task("epoch", total=None)
         trainer = Trainer(
             cfg, data, run_dir, device,
-            on_epoch=lambda r: progress.console.print(format_epoch(r, cfg.epochs), highlight=False, soft_wrap=True),
+            on_epoch=lambda r: progress.console.print(format_epoch(r, cfg), highlight=False, soft_wrap=True),
             on_step=lambda done, total: progress.update(task, completed=done, total=total, description=f"epoch {trainer.epoch + 1}"),
         )
         if cfg.resume and (run_dir / "last.pt").is_file():
@@ -101,11 +101,13 @@ def train(workdir: WorkDir, cfg: TrainConfig, console: Console | None = None) ->
     return TrainResult(run_dir.name, run_dir, fit.best_epoch, fit.best_valid, fit.epochs_run, fit.seconds, fit.status)
 
 
-def format_epoch(r: dict[str, Any], epochs: int) -> str:
-    """One progress line: epoch, loss, validation metric, δ, seconds per epoch, ETA."""
+def format_epoch(r: dict[str, Any], cfg: TrainConfig) -> str:
+    """One progress line: epoch, loss, validation metric, δ (or "float warm-up"), seconds per epoch, ETA."""
     valid = "" if r["valid_recall@20"] != r["valid_recall@20"] else f"  valid R@20 {r['valid_recall@20']:.4f} N@20 {r['valid_ndcg@20']:.4f}"
     delta = "" if r["trace_user"] != r["trace_user"] else f"  δ u {r['delta_user']:.3g} i {r['delta_item']:.3g}"
-    return f"epoch {r['epoch']:>4}/{epochs}  loss {r['loss']:.4f}{valid}{delta}  {r['epoch_seconds']:.1f} s  eta {r['eta'] / 60:.1f} min"
+    if cfg.bits != 32 and not r["quantized"]:
+        delta = "  float warm-up"
+    return f"epoch {r['epoch']:>4}/{cfg.epochs}  loss {r['loss']:.4f}{valid}{delta}  {r['epoch_seconds']:.1f} s  eta {r['eta'] / 60:.1f} min"
 
 
 def _resume_dir(workdir: WorkDir, run: str | None) -> Path:
