@@ -191,9 +191,9 @@ class Retriever:
             scores = q @ block.T
             if self.bits != 32:
                 scores *= self._scale[start : start + block.shape[0]]
-            idx, top = _best_of(scores, mask[:, start : start + block.shape[0]] if mask is not None else None, k)
+            idx, block_top = _best_of(scores, mask[:, start : start + block.shape[0]] if mask is not None else None, k)
             cand_idx.append(idx + start)
-            cand_scores.append(top)
+            cand_scores.append(block_top)
         idx, scores = torch.cat(cand_idx, 1), torch.cat(cand_scores, 1)
         by_item = torch.argsort(idx, dim=1, stable=True)  # column order = item order: ties → lower item
         idx, scores = idx.gather(1, by_item), scores.gather(1, by_item)

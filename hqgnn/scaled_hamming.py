@@ -101,9 +101,9 @@ class ScaledHammingIndex:
         ban_keys = _ban_keys(banned, self.num_items)
         size = np.array([len(ids) for ids in self.members])
         want = np.full((nq, nb), int(np.ceil(k * self.oversample)), dtype=np.int64)
-        for r, b in enumerate(banned):  # the query's banned items in a bucket come on top
-            if len(b):
-                want[r] += np.bincount(self.bucket_of[b], minlength=nb)
+        for r, ban in enumerate(banned):  # the query's banned items in a bucket come on top
+            if len(ban):
+                want[r] += np.bincount(self.bucket_of[ban], minlength=nb)
         want = np.minimum(want, size)
         found = [_Candidates(nq) for _ in range(nb)]
         todo = np.ones((nq, nb), dtype=bool)
@@ -125,8 +125,8 @@ class ScaledHammingIndex:
             want = np.where(todo, np.minimum(want * 4, size), want)  # widen where the bound failed
         failed = np.flatnonzero(todo.any(axis=1))
         self.last_certified = 1.0 - len(failed) / nq if nq else 1.0
-        for r in failed:
-            top_items[r], top_scores[r] = self._brute_force(queries[r : r + 1], k, banned[r])
+        for row in failed:
+            top_items[row], top_scores[row] = self._brute_force(queries[row : row + 1], k, banned[row])
         return top_items, top_scores
 
     def _brute_force(self, query: np.ndarray, k: int, banned: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

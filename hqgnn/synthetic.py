@@ -76,10 +76,10 @@ def generate_interactions(spec: SyntheticSpec = SyntheticSpec()) -> pa.Table:
     # Items: home topic (popularity within topic) or global popularity.
     in_topic = rng.random(n) < spec.topic_affinity
     items = np.searchsorted(global_cdf, rng.random(n)).clip(max=n_i - 1)
-    t = home[users[in_topic]]
-    lo, hi = topic_start[t], topic_end[t]
+    topic = home[users[in_topic]]
+    lo, hi = topic_start[topic], topic_end[topic]
     empty = hi <= lo
-    pos = _topic_pick(topic_cdf, topic_start, lo, rng.random(t.size))
+    pos = _topic_pick(topic_cdf, topic_start, lo, rng.random(topic.size))
     pos = np.minimum(pos, np.maximum(hi - 1, lo))
     picked = order[pos]
     picked[empty] = items[in_topic][empty]
