@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from flows.stages.train import train  # noqa: E402
 from hqgnn.config import TrainConfig  # noqa: E402
-from hqgnn.dataset import load_split, write_split  # noqa: E402
+from hqgnn.dataset import SplitData, load_split, write_split  # noqa: E402
 from hqgnn.metrics import evaluate_ranking  # noqa: E402
 from hqgnn.quant import quantize  # noqa: E402
 from hqgnn.rotation import itq_rotation  # noqa: E402
@@ -70,7 +70,7 @@ def prepare_split(data: Path, out: Path, valid_ratio: float, seed: int) -> Path:
     return out
 
 
-def post_training_quantization(users: torch.Tensor, items: torch.Tensor, bits: int, data) -> dict[str, dict[str, float]]:
+def post_training_quantization(users: torch.Tensor, items: torch.Tensor, bits: int, data: SplitData) -> dict[str, dict[str, float]]:
     """Test metrics of float embeddings ``[n, d]`` quantized after training, without and with the
     ITQ rotation the trainer applies at the end of a float warm-up (the seed is TrainConfig's)."""
     rot = itq_rotation(torch.cat([users, items]), seed=TrainConfig().seed)

@@ -57,6 +57,11 @@ def fake_quantize(x: Tensor, bits: int) -> Tensor:
     return codes * scale[:, None]
 
 
+def sign_codes(x: Tensor) -> Tensor:
+    """1-bit codes of ``x`` (any shape) in ``x``'s dtype: ``+1`` where ``x >= 0`` (so ``sign(0) = +1``), else ``-1``."""
+    return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+
+
 def _codes_and_scale(x: Tensor, bits: int) -> tuple[Tensor, Tensor]:
     """Float codes ``[n, dim]`` and scales ``[n]``."""
     _check_bits(bits)
@@ -64,8 +69,7 @@ def _codes_and_scale(x: Tensor, bits: int) -> tuple[Tensor, Tensor]:
         raise ValueError(f"expected a [n, dim] table, got shape {tuple(x.shape)}")
     if bits == 1:
         scale = x.abs().mean(dim=1).clamp_min(_EPS)
-        codes = torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
-        return codes, scale
+        return sign_codes(x), scale
     half = 2 ** (bits - 1)
     rms = x.pow(2).mean(dim=1).sqrt()
     clip = torch.minimum(x.abs().amax(dim=1), CLIP_RATIO[bits] * rms)

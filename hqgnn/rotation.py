@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from hqgnn.quant import sign_codes
+
 
 def itq_rotation(x: Tensor, iterations: int = 50, seed: int = 0) -> Tensor:
     """Orthogonal ``R`` ``[d, d]`` (``x``'s dtype and device) minimising ``||sign(x R) − x R||²``.
@@ -40,12 +42,11 @@ def itq_rotation(x: Tensor, iterations: int = 50, seed: int = 0) -> Tensor:
     r, _ = torch.linalg.qr(torch.randn(v.shape[1], v.shape[1], generator=gen, dtype=torch.float64))
     r = r.to(v.device)
     for _ in range(iterations):
-        codes = torch.where(v @ r >= 0, 1.0, -1.0).to(v.dtype)
-        left, _, right_t = torch.linalg.svd(v.T @ codes)
+        left, _, right_t = torch.linalg.svd(v.T @ sign_codes(v @ r))
         r = left @ right_t
     return r.to(x.dtype)
 
 
 def quantization_loss(x: Tensor) -> float:
     """``||sign(x) − x||²`` summed over ``x`` ``[n, d]`` (what :func:`itq_rotation` lowers)."""
-    return float((torch.where(x >= 0, 1.0, -1.0) - x).pow(2).sum())
+    return float((sign_codes(x) - x).pow(2).sum())

@@ -203,7 +203,7 @@ class Trainer:
             save_checkpoint(self.run_dir / "best.pt", {
                 **self._core_state(), "user_emb": users, "item_emb": items, "valid": valid,
             })
-        elif self.quantizing == self.quantized:  # a float warm-up never stops early: the quantizer has not started
+        elif self.quantizing or not self.quantized:  # a float warm-up never stops early: the quantizer has not started
             self.bad_evals += 1
             if self.bad_evals >= self.cfg.patience:
                 self.status = "early_stopped"
