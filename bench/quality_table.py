@@ -71,6 +71,8 @@ def gowalla_rows(folder: Path, match: str | None = None) -> pd.DataFrame:
         scale = d["config"].get("delta_scale", 1.0)
         if est == "gste" and scale != 1.0:
             est += f" δ×{scale:g}"
+        if est.startswith("gste") and d["config"].get("delta_granularity", "table") == "dimension":
+            est += " δ per dim"
         warmup = d["config"].get("float_warmup_epochs", 0)
         if warmup:
             est += f", {warmup} float epochs first" + (" + ITQ" if d["config"].get("itq_rotation", False) else "")

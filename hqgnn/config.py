@@ -20,6 +20,7 @@ Bits = Literal[1, 2, 4, 8, 32]
 Estimator = Literal["none", "ste", "gste"]
 Device = Literal["auto", "cpu", "cuda"]
 LrSchedule = Literal["constant", "cosine"]
+DeltaGranularity = Literal["table", "dimension"]
 
 COLUMN_ROLES = ("user", "item", "timestamp", "rating")
 
@@ -104,6 +105,7 @@ class TrainConfig(StageConfig):
     patience: int = Field(10, ge=1)
     delta_every: int = Field(5, ge=1)  # epochs between Hutchinson re-estimates of GSTE's delta
     delta_scale: float = Field(1.0, ge=0)  # multiplier on the formula's delta (open question, see method.md)
+    delta_granularity: DeltaGranularity = "table"  # one delta per table (users, items), or one per embedding dimension from the Hessian diagonal
     float_warmup_epochs: int = Field(0, ge=0)  # quantized runs: first epochs train float32, then the quantizer switches on (float32 runs: ignored)
     itq_rotation: bool = True  # at that switch, rotate the embeddings so sign codes lose less (hqgnn.rotation)
     hutchinson_samples: int = Field(16, ge=1)

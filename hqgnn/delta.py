@@ -8,6 +8,11 @@ touch have zero gradient and zero curvature, and counting them would shrink δ b
 untouched rows, which depends only on the dataset size). Per table
 ``δ = delta_scale · max(0, (Tr(H)/N) / (3·std(g)))``, averaged over the batches. Both the
 Hessian and the gradient scale with ``1/B``, so δ does not depend on the batch size.
+
+With ``delta_granularity: dimension`` (method.md §7's open question) the same Hessian-vector
+products also give the Hessian diagonal, and each embedding dimension ``j`` of a table gets
+``δ_j = delta_scale · max(0, mean_i H_ij / (3·std_i(g_ij)))``; ``user``/``item`` then hold the
+mean of those δ_j for logs and history.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import torch
 from torch import Tensor
 
 from hqgnn.config import TrainConfig
-from hqgnn.hessian import gste_delta, hutchinson_trace
+from hqgnn.hessian import gste_delta, gste_delta_per_dimension, hutchinson
 from hqgnn.loss import bpr_loss
 from hqgnn.quant import fake_quantize
 from hqgnn.sampler import BPRSampler
@@ -27,20 +32,34 @@ from hqgnn.sampler import BPRSampler
 
 @dataclass(frozen=True)
 class DeltaState:
-    """Current δ per table and the traces it came from (NaN: never estimated)."""
+    """Current δ per table and the traces it came from (NaN: never estimated). With a δ per
+    dimension, ``user_dims``/``item_dims`` hold it (length d) and ``user``/``item`` their means."""
 
     user: float = 0.0
     item: float = 0.0
     trace_user: float = float("nan")
     trace_item: float = float("nan")
     hutchinson_samples: int = 0
+    user_dims: tuple[float, ...] = ()
+    item_dims: tuple[float, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DeltaState:
+        d = dict(d)
+        for key in ("user_dims", "item_dims"):
+            d[key] = tuple(d.get(key, ()))  # older checkpoints have no per-dimension δ
         return cls(**d)
+
+    def for_estimator(self, device: torch.device) -> tuple[float | Tensor, float | Tensor]:
+        """What :func:`hqgnn.estimators.straight_through` takes for users and items: the table's
+        δ, or a ``[d]`` float32 tensor on ``device`` when δ is per dimension."""
+        if self.user_dims:
+            return (torch.tensor(self.user_dims, dtype=torch.float32, device=device),
+                    torch.tensor(self.item_dims, dtype=torch.float32, device=device))
+        return self.user, self.item
 
 
 def estimate_delta(user_out: Tensor, item_out: Tensor, sampler: BPRSampler, cfg: TrainConfig, seed: int) -> DeltaState:
@@ -51,7 +70,10 @@ def estimate_delta(user_out: Tensor, item_out: Tensor, sampler: BPRSampler, cfg:
     """
     gen = torch.Generator(device=user_out.device)
     gen.manual_seed(seed)
-    deltas_u, deltas_i, traces_u, traces_i, used = [], [], [], [], 0
+    per_dim = cfg.delta_granularity == "dimension"
+    deltas_u: list[Tensor] = []
+    deltas_i: list[Tensor] = []
+    traces_u, traces_i, used = [], [], 0
     for _ in range(cfg.hutchinson_batches):
         users, pos, neg = sampler.sample(cfg.batch_size, generator=gen)
         rows_u, inv_u = torch.unique(users, return_inverse=True)
@@ -61,16 +83,22 @@ def estimate_delta(user_out: Tensor, item_out: Tensor, sampler: BPRSampler, cfg:
         with torch.enable_grad():
             p, n = xi[inv_i].split(users.numel())
             loss = bpr_loss(xu[inv_u], p, n)
-            (tr_u, tr_i), (g_u, g_i), k = hutchinson_trace(
-                loss, [xu, xi], max_samples=cfg.hutchinson_samples, rtol=cfg.hutchinson_rtol, generator=gen
-            )
-        deltas_u.append(gste_delta(tr_u, xu.numel(), g_u))
-        deltas_i.append(gste_delta(tr_i, xi.numel(), g_i))
+            est = hutchinson(loss, [xu, xi], max_samples=cfg.hutchinson_samples, rtol=cfg.hutchinson_rtol,
+                             generator=gen, diagonal=per_dim)
+        (tr_u, tr_i), (g_u, g_i) = est.traces, est.grads
+        if est.diagonals is not None:
+            deltas_u.append(gste_delta_per_dimension(est.diagonals[0], g_u))
+            deltas_i.append(gste_delta_per_dimension(est.diagonals[1], g_i))
+        else:
+            deltas_u.append(torch.tensor(gste_delta(tr_u, xu.numel(), g_u)))
+            deltas_i.append(torch.tensor(gste_delta(tr_i, xi.numel(), g_i)))
         traces_u.append(tr_u)
         traces_i.append(tr_i)
-        used += k
-    mean = lambda v: sum(v) / len(v)  # noqa: E731
+        used += est.samples
+    delta_u = cfg.delta_scale * torch.stack(deltas_u).mean(dim=0).double().cpu()
+    delta_i = cfg.delta_scale * torch.stack(deltas_i).mean(dim=0).double().cpu()
     return DeltaState(
-        user=cfg.delta_scale * mean(deltas_u), item=cfg.delta_scale * mean(deltas_i),
-        trace_user=mean(traces_u), trace_item=mean(traces_i), hutchinson_samples=used,
+        user=float(delta_u.mean()), item=float(delta_i.mean()),
+        trace_user=sum(traces_u) / len(traces_u), trace_item=sum(traces_i) / len(traces_i), hutchinson_samples=used,
+        user_dims=tuple(delta_u.tolist()) if per_dim else (), item_dims=tuple(delta_i.tolist()) if per_dim else (),
     )

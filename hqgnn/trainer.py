@@ -72,6 +72,7 @@ class Trainer:
     """
 
     writes_files = True  # False on ranks > 0 of a distributed run (hqgnn.distributed)
+    estimator_delta: tuple[float | Tensor, float | Tensor]  # δ as straight_through takes it (set with `delta`)
 
     def __init__(
         self,
@@ -106,6 +107,16 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.status = "running"
 
+    @property
+    def delta(self) -> DeltaState:
+        """GSTE's current δ (zeros before the first estimate; STE runs never estimate it)."""
+        return self._delta
+
+    @delta.setter
+    def delta(self, state: DeltaState) -> None:
+        self._delta = state
+        self.estimator_delta = state.for_estimator(self.device)  # per-dimension δ: [d] tensors, made once here
+
     # --- one step, one evaluation -------------------------------------------------------------
     def step(self, users: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
         """One BPR + L2 step on a batch of int64 ``[B]`` triples; returns the loss (a 0-d tensor)."""
@@ -115,8 +126,9 @@ class Trainer:
         with torch.autocast(self.device.type, enabled=self.cfg.amp and self.device.type == "cuda"):
             u, items = out[rows].split([users.numel(), 2 * users.numel()])
             if self.quantizing:
-                u = straight_through(u, self.cfg.bits, self.delta.user)
-                items = straight_through(items, self.cfg.bits, self.delta.item)
+                delta_u, delta_i = self.estimator_delta
+                u = straight_through(u, self.cfg.bits, delta_u)
+                items = straight_through(items, self.cfg.bits, delta_i)
             p, n = items.chunk(2)
             reg = l2_penalty(self.model.embedding[rows], users.numel())  # layer-0 rows of the batch
             loss = bpr_loss(u, p, n) + self.cfg.l2 * reg

@@ -187,3 +187,33 @@ def test_sampler_is_seeded_and_avoids_positives(workdir: WorkDir) -> None:
 def test_trains_on_cuda(workdir: WorkDir) -> None:
     res = train(workdir, TrainConfig(bits=1, estimator="gste", epochs=2, run="cuda", **{**FAST, "device": "cuda"}))
     assert res.best_valid["recall@20"] > 0
+
+
+def test_gste_with_a_delta_per_dimension_trains_and_resumes_its_deltas(workdir: WorkDir) -> None:
+    cfg = TrainConfig(bits=1, estimator="gste", epochs=3, delta_every=2, delta_granularity="dimension", run="perdim", **FAST)
+    res = train(workdir, cfg)
+    state = torch.load(res.path / "last.pt", weights_only=False)
+    delta = state["delta"]
+    assert len(delta["user_dims"]) == 32 and len(delta["item_dims"]) == 32
+    assert min(delta["user_dims"]) >= 0 and max(delta["user_dims"]) > 0
+    assert delta["user"] == pytest.approx(sum(delta["user_dims"]) / 32)
+    hist = json.loads((res.path / "history.json").read_text())
+    assert all(r["delta_user"] > 0 for r in hist)
+    trainer = Trainer(cfg, load_split(workdir.splits / "planted"), res.path, torch.device("cpu"))
+    trainer.restore()
+    du, di = trainer.estimator_delta
+    assert isinstance(du, torch.Tensor) and du.shape == (32,) and isinstance(di, torch.Tensor)
+    assert du.tolist() == pytest.approx(list(delta["user_dims"]))
+
+
+def test_per_dimension_and_table_delta_share_the_hutchinson_traces(workdir: WorkDir) -> None:
+    data = load_split(workdir.splits / "planted")
+    out = {}
+    for granularity in ("table", "dimension"):
+        cfg = TrainConfig(bits=1, estimator="gste", epochs=2, delta_granularity=granularity, **FAST)
+        trainer = Trainer(cfg, data, workdir.models / f"probe-{granularity}", torch.device("cpu"))
+        out[granularity] = trainer._estimate_delta(0)
+    table, dims = out["table"], out["dimension"]
+    assert table.trace_user == pytest.approx(dims.trace_user) and table.trace_item == pytest.approx(dims.trace_item)
+    assert table.user_dims == () and len(dims.user_dims) == 32
+    assert len(set(dims.user_dims)) > 1  # the dimensions do differ
