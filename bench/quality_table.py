@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -103,10 +104,10 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
 def _estimator_order(est: str) -> tuple[int, int, float, str]:
     """float32, ste, gste, then gste with a δ multiplier in increasing order (labels like ``gste δ×3``),
     then the same with a float warm-up (labels like ``gste, 30 float epochs first + ITQ``), shortest first."""
-    head, _, warmup = est.partition(", ")
-    base, _, scale = head.partition(" δ×")
-    return (int(warmup.split()[0]) if warmup else 0, {"float32": 0, "ste": 1, "gste": 2}.get(base.split()[0], 3),
-            float(scale.split()[0] if scale else 1), warmup)
+    warmup = re.search(r"(\d+) float epochs first", est)
+    base, _, scale = est.partition(" δ×")
+    return (int(warmup.group(1)) if warmup else 0, {"float32": 0, "ste": 1, "gste": 2}.get(base.split()[0], 3),
+            float(scale.split()[0] if scale else 1), est)
 
 
 def _fmt(r: pd.Series, c: str, spread: bool) -> str:

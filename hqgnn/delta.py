@@ -87,16 +87,16 @@ def estimate_delta(user_out: Tensor, item_out: Tensor, sampler: BPRSampler, cfg:
                              generator=gen, diagonal=per_dim)
         (tr_u, tr_i), (g_u, g_i) = est.traces, est.grads
         if est.diagonals is not None:
-            deltas_u.append(gste_delta_per_dimension(est.diagonals[0], g_u))
-            deltas_i.append(gste_delta_per_dimension(est.diagonals[1], g_i))
-        else:
-            deltas_u.append(torch.tensor(gste_delta(tr_u, xu.numel(), g_u)))
-            deltas_i.append(torch.tensor(gste_delta(tr_i, xi.numel(), g_i)))
+            deltas_u.append(gste_delta_per_dimension(est.diagonals[0], g_u).double().cpu())
+            deltas_i.append(gste_delta_per_dimension(est.diagonals[1], g_i).double().cpu())
+        else:  # float64 scalars: the table δ is exactly what it was before per-dimension δ existed
+            deltas_u.append(torch.tensor(gste_delta(tr_u, xu.numel(), g_u), dtype=torch.float64))
+            deltas_i.append(torch.tensor(gste_delta(tr_i, xi.numel(), g_i), dtype=torch.float64))
         traces_u.append(tr_u)
         traces_i.append(tr_i)
         used += est.samples
-    delta_u = cfg.delta_scale * torch.stack(deltas_u).mean(dim=0).double().cpu()
-    delta_i = cfg.delta_scale * torch.stack(deltas_i).mean(dim=0).double().cpu()
+    delta_u = cfg.delta_scale * torch.stack(deltas_u).mean(dim=0)
+    delta_i = cfg.delta_scale * torch.stack(deltas_i).mean(dim=0)
     return DeltaState(
         user=float(delta_u.mean()), item=float(delta_i.mean()),
         trace_user=sum(traces_u) / len(traces_u), trace_item=sum(traces_i) / len(traces_i), hutchinson_samples=used,
