@@ -105,9 +105,9 @@ def _estimator_order(est: str) -> tuple[int, int, float, str]:
     """float32, ste, gste, then gste with a δ multiplier in increasing order (labels like ``gste δ×3``),
     then the same with a float warm-up (labels like ``gste, 30 float epochs first + ITQ``), shortest first."""
     warmup = re.search(r"(\d+) float epochs first", est)
-    base, _, scale = est.partition(" δ×")
-    return (int(warmup.group(1)) if warmup else 0, {"float32": 0, "ste": 1, "gste": 2}.get(base.split()[0], 3),
-            float(scale.split()[0] if scale else 1), est)
+    scale = re.search(r"δ×([\d.]+)", est)
+    return (int(warmup.group(1)) if warmup else 0, {"float32": 0, "ste": 1, "gste": 2}.get(est.split()[0].rstrip(","), 3),
+            float(scale.group(1)) if scale else 1.0, est)
 
 
 def _fmt(r: pd.Series, c: str, spread: bool) -> str:
