@@ -199,6 +199,7 @@ def test_gste_with_a_delta_per_dimension_trains_and_resumes_its_deltas(workdir: 
     assert delta["user"] == pytest.approx(sum(delta["user_dims"]) / 32)
     hist = json.loads((res.path / "history.json").read_text())
     assert all(r["delta_user"] > 0 for r in hist)
+    assert "δ (mean of dims) u" in format_epoch(hist[-1], cfg)
     trainer = Trainer(cfg, load_split(workdir.splits / "planted"), res.path, torch.device("cpu"))
     trainer.restore()
     du, di = trainer.estimator_delta
