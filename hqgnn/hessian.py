@@ -20,34 +20,6 @@ import torch
 from torch import Tensor
 
 
-def hutchinson_trace(
-    loss: Tensor,
-    inputs: Sequence[Tensor],
-    max_samples: int = 16,
-    min_samples: int = 4,
-    rtol: float = 0.05,
-    generator: torch.Generator | None = None,
-) -> tuple[list[float], list[Tensor], int]:
-    """Hessian trace of ``loss`` w.r.t. each tensor in ``inputs`` (each requires grad).
-
-    Stops after ``max_samples`` vectors, or earlier (after ``min_samples``) once the standard
-    error of every running mean is below ``rtol`` times its magnitude.
-
-    Returns:
-        ``(traces, grads, samples)``: one trace per input, the first-order gradients
-        ``∂loss/∂input`` (detached, same shapes as ``inputs``), and the number of vectors used.
-
-    Example:
-        >>> import torch
-        >>> x = torch.ones(3, requires_grad=True)
-        >>> traces, _, _ = hutchinson_trace((x**2).sum(), [x])  # H = 2 I
-        >>> round(traces[0], 6)
-        6.0
-    """
-    est = hutchinson(loss, inputs, max_samples, min_samples, rtol, generator, diagonal=False)
-    return est.traces, est.grads, est.samples
-
-
 @dataclass(frozen=True)
 class HutchinsonEstimate:
     """Per input: ``traces`` (floats), ``grads`` (detached ``∂loss/∂input``), and with
@@ -68,9 +40,20 @@ def hutchinson(
     generator: torch.Generator | None = None,
     diagonal: bool = False,
 ) -> HutchinsonEstimate:
-    """Trace (and, with ``diagonal``, the diagonal ``mean_k vₖ ⊙ H vₖ``) of each diagonal Hessian
-    block of ``loss`` w.r.t. ``inputs``; stopping rule and arguments as :func:`hutchinson_trace`
-    (the rule watches the traces)."""
+    """Hessian trace (and, with ``diagonal``, the diagonal ``mean_k vₖ ⊙ H vₖ``) of ``loss`` w.r.t.
+    each tensor in ``inputs`` (each requires grad): one diagonal block per input.
+
+    Stops after ``max_samples`` vectors, or earlier (after ``min_samples``) once the standard
+    error of every running trace mean is below ``rtol`` times its magnitude. The estimate also
+    carries the first-order gradients ``∂loss/∂input`` (detached, shaped like ``inputs``).
+
+    Example:
+        >>> import torch
+        >>> x = torch.ones(3, requires_grad=True)
+        >>> est = hutchinson((x**2).sum(), [x])  # H = 2 I
+        >>> round(est.traces[0], 6)
+        6.0
+    """
     grads = torch.autograd.grad(loss, list(inputs), create_graph=True)
     samples: list[list[float]] = [[] for _ in inputs]
     diag_sums = [torch.zeros_like(x) for x in inputs] if diagonal else None

@@ -5,14 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hqgnn.hessian import gste_delta, gste_delta_per_dimension, hutchinson, hutchinson_trace
+from hqgnn.hessian import gste_delta, gste_delta_per_dimension, hutchinson
 
 
 def test_exact_for_a_diagonal_hessian() -> None:
     # Rademacher vectors have v_k² = 1, so vᵀDv = Tr(D) for every sample
     d = torch.tensor([1.0, 2.0, -0.5, 4.0])
     x = torch.randn(4, requires_grad=True)
-    traces, grads, n = hutchinson_trace(0.5 * (d * x * x).sum(), [x], max_samples=5, min_samples=2)
+    est = hutchinson(0.5 * (d * x * x).sum(), [x], max_samples=5, min_samples=2)
+    traces, grads, n = est.traces, est.grads, est.samples
     assert abs(traces[0] - float(d.sum())) < 1e-5
     torch.testing.assert_close(grads[0], d * x.detach())
     assert n == 2  # zero variance: stops at min_samples
@@ -23,7 +24,8 @@ def test_matches_the_exact_trace_of_a_small_quadratic() -> None:
     m = torch.randn(12, 12, generator=gen)
     a = m @ m.T / 12 + torch.diag(torch.rand(12, generator=gen) * 3)  # SPD, Tr(A) = exact
     x = torch.randn(12, requires_grad=True)
-    traces, _, n = hutchinson_trace(0.5 * x @ a @ x, [x], max_samples=2000, min_samples=50, rtol=0.01, generator=gen)
+    est = hutchinson(0.5 * x @ a @ x, [x], max_samples=2000, min_samples=50, rtol=0.01, generator=gen)
+    traces, n = est.traces, est.samples
     exact = float(torch.trace(a))
     assert abs(traces[0] - exact) / exact < 0.05
     assert 50 <= n <= 2000
@@ -34,7 +36,7 @@ def test_block_traces_of_two_inputs() -> None:
     x = torch.randn(3, requires_grad=True)
     y = torch.randn(5, requires_grad=True)
     loss = 1.5 * (x**2).sum() + 0.5 * (y**2).sum() + x.sum() * y.sum()  # blocks 3I, I, coupled by ones
-    traces, _, _ = hutchinson_trace(loss, [x, y], max_samples=4000, min_samples=100, rtol=0.01, generator=gen)
+    traces = hutchinson(loss, [x, y], max_samples=4000, min_samples=100, rtol=0.01, generator=gen).traces
     assert abs(traces[0] - 9.0) < 0.5 and abs(traces[1] - 5.0) < 0.5
 
 
