@@ -96,7 +96,8 @@ def main() -> None:
     for name, typ in [("bits", int), ("estimator", str), ("epochs", int), ("batch-size", int), ("lr", float),
                       ("lr-schedule", str), ("lr-min", float), ("l2", float), ("eval-every", int), ("patience", int),
                       ("delta-scale", float), ("delta-every", int), ("seed", int), ("device", str), ("layers", int), ("dim", int),
-                      ("float-warmup-epochs", int), ("itq-rotation", int), ("delta-granularity", str)]:
+                      ("float-warmup-epochs", int), ("itq-rotation", int), ("delta-granularity", str),
+                      ("negative-candidates", int)]:
         ap.add_argument(f"--{name}", type=typ, default=None)
     args = ap.parse_args()
     if args.threads:

@@ -97,6 +97,7 @@ class TrainConfig(StageConfig):
     lr_schedule: LrSchedule = "constant"  # cosine: from lr down to lr_min over `epochs`
     lr_min: float = Field(0.0, ge=0)
     l2: float = Field(1e-4, ge=0)
+    negative_candidates: int = Field(1, ge=1)  # 1: uniform negatives (LightGCN); k > 1: the highest-scored of k uniform candidates (dynamic negative sampling)
     seed: int = 2024
     device: Device = "auto"
     amp: bool = False  # mixed precision on CUDA only

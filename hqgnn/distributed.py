@@ -109,9 +109,10 @@ class ShardedSampler:
     def is_positive(self, users: Tensor, items: Tensor) -> Tensor:
         return self.sampler.is_positive(users, items)
 
-    def epoch(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-        """This rank's int64 ``[n_r]`` slices of each global batch of ``batch_size`` triples."""
-        for users, pos, neg in self.sampler.epoch(batch_size):
+    def epoch(self, batch_size: int, candidates: int = 1) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        """This rank's int64 ``[n_r]`` slices of each global batch of ``batch_size`` triples
+        (negatives ``[n_r, candidates]`` with ``candidates > 1``)."""
+        for users, pos, neg in self.sampler.epoch(batch_size, candidates):
             b = users.numel()
             start, end = shard_bounds(b, self.world_size, self.rank)
             self.weight = (end - start) / b

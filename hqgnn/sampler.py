@@ -4,6 +4,10 @@ As in LightGCN's reference code, an epoch holds ``nnz(train)`` triples: a user u
 users with train items, one of their train items uniformly, and a negative uniformly over all
 items. Negatives that hit a train positive are redrawn (a vectorized membership test against
 the sorted ``user * num_items + item`` keys) up to ``redraws`` times; the few left are kept.
+
+With ``candidates = k > 1`` each triple carries ``k`` uniform negative candidates ``[n, k]``
+instead of one; the trainer keeps the one its current model scores highest (dynamic negative
+sampling, :func:`hardest_negatives`). ``k = 1`` draws exactly what it always drew.
 """
 
 from __future__ import annotations
@@ -34,14 +38,19 @@ class BPRSampler:
         if self.active_users.numel() == 0:
             raise ValueError("the train split has no interactions")
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """int64 ``[n]`` users, positives and negatives (from ``generator``, default the sampler's)."""
+    def sample(self, n: int, generator: torch.Generator | None = None, candidates: int = 1) -> tuple[Tensor, Tensor, Tensor]:
+        """int64 ``[n]`` users and positives, and negatives ``[n]`` (``candidates = 1``) or
+        ``[n, candidates]``, from ``generator`` (default the sampler's)."""
+        if candidates < 1:
+            raise ValueError(f"candidates must be >= 1, got {candidates}")
         g, dev = generator or self.generator, self.device
         pick = torch.randint(0, self.active_users.numel(), (n,), generator=g, device=dev)
         users = self.active_users[pick]
         offset = (torch.rand(n, generator=g, device=dev) * self.lengths[users]).long()
         offset = torch.minimum(offset, self.lengths[users] - 1)
         pos = self.indices[self.indptr[users] + offset]
+        if candidates > 1:
+            return users, pos, self._candidates(users, candidates, g)
         neg = torch.randint(0, self.num_items, (n,), generator=g, device=dev)
         for _ in range(self.redraws):
             hit = self.is_positive(users, neg)
@@ -49,15 +58,40 @@ class BPRSampler:
             neg = torch.where(hit, redraw, neg)  # fixed shapes: no host sync on the count
         return users, pos, neg
 
+    def _candidates(self, users: Tensor, k: int, g: torch.Generator) -> Tensor:
+        """int64 ``[n, k]`` uniform negatives; only the few that hit a positive are redrawn (one
+        host sync per pass: ``n·k`` is an epoch's worth, and redrawing every draw cost 3× more)."""
+        neg = torch.randint(0, self.num_items, (users.numel(), k), generator=g, device=self.device).flatten()
+        owner = users.repeat_interleave(k)
+        at = torch.nonzero(self.is_positive(owner, neg)).flatten()
+        for _ in range(self.redraws):
+            if at.numel() == 0:
+                break
+            neg[at] = torch.randint(0, self.num_items, (at.numel(),), generator=g, device=self.device)
+            at = at[self.is_positive(owner[at], neg[at])]
+        return neg.view(-1, k)
+
     def is_positive(self, users: Tensor, items: Tensor) -> Tensor:
-        """bool ``[n]``: whether ``(users[k], items[k])`` is a train interaction."""
+        """bool, ``items``' shape: whether ``(users[k], items[k])`` is a train interaction."""
         key = users * self.num_items + items
         at = torch.searchsorted(self.keys, key).clamp(max=self.keys.numel() - 1)
         return self.keys[at] == key
 
-    def epoch(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-        """Batches of triples covering one epoch (``nnz(train)`` triples, drawn up front)."""
-        users, pos, neg = self.sample(self.epoch_size)
+    def epoch(self, batch_size: int, candidates: int = 1) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        """Batches of triples covering one epoch (``nnz(train)`` triples, drawn up front); negatives
+        ``[B]``, or ``[B, candidates]`` candidates."""
+        users, pos, neg = self.sample(self.epoch_size, candidates=candidates)
         for start in range(0, self.epoch_size, batch_size):
             end = start + batch_size
             yield users[start:end], pos[start:end], neg[start:end]
+
+
+def hardest_negatives(user: Tensor, candidates: Tensor, candidate_rows: Tensor) -> Tensor:
+    """Per triple, the candidate its user scores highest (dynamic negative sampling, Zhang et al. 2013).
+
+    ``user`` ``[B, d]`` and ``candidate_rows`` ``[B, k, d]``: the representations the loss scores
+    with (quantized ones in a quantized epoch); ``candidates`` int64 ``[B, k]`` item ids.
+    Returns int64 ``[B]``. No gradient flows through the choice.
+    """
+    scores = torch.einsum("bd,bkd->bk", user.detach(), candidate_rows.detach())
+    return candidates.gather(1, scores.argmax(dim=1, keepdim=True)).squeeze(1)

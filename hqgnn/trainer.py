@@ -34,7 +34,7 @@ from hqgnn.loss import bpr_loss, l2_penalty
 from hqgnn.metrics import evaluate_ranking
 from hqgnn.quant import fake_quantize
 from hqgnn.rotation import itq_rotation
-from hqgnn.sampler import BPRSampler
+from hqgnn.sampler import BPRSampler, hardest_negatives
 
 VALID_METRIC = "recall@20"
 EVAL_KS = (20, 50)
@@ -122,6 +122,8 @@ class Trainer:
         """One BPR + L2 step on a batch of int64 ``[B]`` triples; returns the loss (a 0-d tensor)."""
         out = self.model.propagate(self.adj)  # [N, d], users then items
         offset = self.data.num_users
+        if neg.dim() == 2:  # [B, k] candidates: keep the hardest under the scores this step trains
+            neg = self._hardest(out, users, neg)
         rows = torch.cat([users, pos + offset, neg + offset])  # one gather: one sparse gradient
         with torch.autocast(self.device.type, enabled=self.cfg.amp and self.device.type == "cuda"):
             u, items = out[rows].split([users.numel(), 2 * users.numel()])
@@ -136,6 +138,15 @@ class Trainer:
         loss.backward()
         self.optimizer.step()
         return loss.detach()
+
+    @torch.no_grad()
+    def _hardest(self, out: Tensor, users: Tensor, candidates: Tensor) -> Tensor:
+        """int64 ``[B]``: of each triple's ``[B, k]`` candidates, the one scored highest by its
+        user, with the codes' scores in a quantized epoch (what the loss sees)."""
+        u, items = out[users], out[self.data.num_users :]
+        if self.quantizing:  # the item table once ([num_items, d]), not its B·k gathered rows
+            u, items = fake_quantize(u, self.cfg.bits), fake_quantize(items, self.cfg.bits)
+        return hardest_negatives(u, candidates, items[candidates])
 
     @torch.no_grad()
     def embeddings(self) -> tuple[Tensor, Tensor]:
@@ -167,7 +178,7 @@ class Trainer:
             lr = self.optimizer.param_groups[0]["lr"]
             self.model.train()
             loss_sum = torch.zeros((), device=self.device)
-            for k, (u, p, n) in enumerate(self.sampler.epoch(cfg.batch_size)):
+            for k, (u, p, n) in enumerate(self.sampler.epoch(cfg.batch_size, cfg.negative_candidates)):
                 loss_sum += self.step(u, p, n) * u.numel()
                 if self.on_step:
                     self.on_step(k + 1, steps)

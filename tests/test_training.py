@@ -16,9 +16,10 @@ from hqgnn.config import TrainConfig
 from hqgnn.dataset import load_split, write_split
 from hqgnn.errors import InputError
 from hqgnn.metrics import evaluate_ranking
+from hqgnn.quant import fake_quantize
 from hqgnn.rotation import quantization_loss
 from hqgnn.runs import load_run
-from hqgnn.sampler import BPRSampler
+from hqgnn.sampler import BPRSampler, hardest_negatives
 from hqgnn.synthetic import SyntheticSpec, generate_interactions
 from hqgnn.trainer import Trainer, resolve_device
 from hqgnn.workdir import WorkDir
@@ -73,9 +74,10 @@ def test_resolve_device() -> None:
             resolve_device("cuda")
 
 
-@pytest.mark.parametrize(("bits", "estimator"), [(32, "none"), (1, "ste"), (1, "gste")])
-def test_training_beats_popularity_by_far(workdir: WorkDir, bits: int, estimator: str) -> None:
-    cfg = TrainConfig(bits=bits, estimator=estimator, epochs=12, run=f"q{bits}{estimator}", delta_every=3, **FAST)
+@pytest.mark.parametrize(("bits", "estimator", "candidates"), [(32, "none", 1), (1, "ste", 1), (1, "gste", 1), (1, "gste", 4)])
+def test_training_beats_popularity_by_far(workdir: WorkDir, bits: int, estimator: str, candidates: int) -> None:
+    cfg = TrainConfig(bits=bits, estimator=estimator, epochs=12, run=f"q{bits}{estimator}{candidates}", delta_every=3,
+                      negative_candidates=candidates, **FAST)
     res = train(workdir, cfg)
     run = load_run(res.path)
     data = load_split(run.split_dir)
@@ -181,6 +183,48 @@ def test_sampler_is_seeded_and_avoids_positives(workdir: WorkDir) -> None:
     dense = data.train.dense_rows(torch.arange(N_USERS))
     assert bool(dense[u1, p1].all())  # positives are train items of the user
     assert float(dense[u1, n1].float().mean()) < 0.002  # negatives (almost) never are
+
+
+def test_sampler_draws_negative_candidates_for_the_same_triples(workdir: WorkDir) -> None:
+    data = load_split(workdir.split())
+    draw = lambda k: BPRSampler(data.train, torch.Generator().manual_seed(5)).sample(4000, candidates=k)  # noqa: E731
+    (u1, p1, n1), (uk, pk, nk) = draw(1), draw(6)
+    assert n1.shape == (4000,) and nk.shape == (4000, 6)
+    assert torch.equal(u1, uk) and torch.equal(p1, pk)  # users and positives are drawn first, alike
+    assert torch.equal(n1, BPRSampler(data.train, torch.Generator().manual_seed(5)).sample(4000)[2])  # k = 1: as always
+    assert int(nk.min()) >= 0 and int(nk.max()) < N_ITEMS
+    dense = data.train.dense_rows(torch.arange(N_USERS))
+    assert float(dense[uk[:, None].expand_as(nk), nk].float().mean()) < 0.002  # candidates avoid positives too
+    assert len({tuple(r) for r in nk[:50].tolist()}) == 50  # independent draws, not one row repeated
+    with pytest.raises(ValueError, match="candidates"):
+        BPRSampler(data.train, torch.Generator()).sample(10, candidates=0)
+
+
+def test_hardest_negative_is_the_candidate_scored_highest() -> None:
+    g = torch.Generator().manual_seed(0)
+    user, rows = torch.randn(64, 8, generator=g), torch.randn(64, 5, 8, generator=g)
+    cands = torch.randint(0, 1000, (64, 5), generator=g)
+    got = hardest_negatives(user, cands, rows)
+    want = [int(cands[b, max(range(5), key=lambda k: float(user[b] @ rows[b, k]))]) for b in range(64)]
+    assert got.tolist() == want
+
+
+def test_trainer_picks_hard_negatives_with_the_scores_it_trains(workdir: WorkDir) -> None:
+    data = load_split(workdir.splits / "planted")
+    cfg = TrainConfig(bits=1, estimator="ste", epochs=2, negative_candidates=8, **FAST)
+    trainer = Trainer(cfg, data, workdir.models / "probe-dns", torch.device("cpu"))
+    users, _, cands = trainer.sampler.sample(512, candidates=8)
+    with torch.no_grad():
+        out = trainer.model.propagate(trainer.adj)
+    u, c = out[users], out[cands + data.num_users]
+    by_float = cands.gather(1, torch.einsum("bd,bkd->bk", u, c).argmax(1, keepdim=True)).squeeze(1)
+    qu, qc = fake_quantize(u, 1), fake_quantize(c.flatten(0, 1), 1).view_as(c)
+    by_codes = cands.gather(1, torch.einsum("bd,bkd->bk", qu, qc).argmax(1, keepdim=True)).squeeze(1)
+    assert not torch.equal(by_float, by_codes)  # the two scores do disagree on some triples
+    trainer.quantizing = True
+    assert torch.equal(trainer._hardest(out, users, cands), by_codes)
+    trainer.quantizing = False  # a float warm-up epoch picks by the float scores
+    assert torch.equal(trainer._hardest(out, users, cands), by_float)
 
 
 @pytest.mark.gpu
