@@ -97,7 +97,7 @@ def main() -> None:
                       ("lr-schedule", str), ("lr-min", float), ("l2", float), ("eval-every", int), ("patience", int),
                       ("delta-scale", float), ("delta-every", int), ("seed", int), ("device", str), ("layers", int), ("dim", int),
                       ("float-warmup-epochs", int), ("itq-rotation", int), ("delta-granularity", str),
-                      ("negative-candidates", int)]:
+                      ("negative-candidates", int), ("hard-negatives-from-epoch", int)]:
         ap.add_argument(f"--{name}", type=typ, default=None)
     args = ap.parse_args()
     if args.threads:

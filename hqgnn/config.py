@@ -98,6 +98,7 @@ class TrainConfig(StageConfig):
     lr_min: float = Field(0.0, ge=0)
     l2: float = Field(1e-4, ge=0)
     negative_candidates: int = Field(1, ge=1)  # 1: uniform negatives (LightGCN); k > 1: the highest-scored of k uniform candidates (dynamic negative sampling)
+    hard_negatives_from_epoch: int = Field(0, ge=0)  # with negative_candidates > 1: epochs before this one (0-based) stay uniform
     seed: int = 2024
     device: Device = "auto"
     amp: bool = False  # mixed precision on CUDA only
@@ -122,6 +123,11 @@ class TrainConfig(StageConfig):
         if self.bits != 32 and est == "none":
             raise ValueError(f"bits={self.bits} needs an estimator ('ste' or 'gste'), got 'none'")
         object.__setattr__(self, "estimator", est)
+        if self.hard_negatives_from_epoch > 0 and self.negative_candidates == 1:
+            raise ValueError(
+                f"hard_negatives_from_epoch={self.hard_negatives_from_epoch} needs negative_candidates > 1 "
+                "(with 1 candidate every epoch draws uniform negatives)"
+            )
         if self.bits != 32 and self.float_warmup_epochs >= self.epochs:  # float32 runs have no quantizer to switch on
             raise ValueError(
                 f"float_warmup_epochs={self.float_warmup_epochs} must be < epochs={self.epochs}: "

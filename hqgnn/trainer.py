@@ -89,6 +89,7 @@ class Trainer:
         self.on_epoch, self.on_step = on_epoch, on_step
         self.quantized = cfg.bits != 32
         self.quantizing = self.quantized and cfg.float_warmup_epochs == 0  # the quantizer is on in this epoch
+        self.candidates = 1  # negative candidates per triple in this epoch (cfg.negative_candidates once hard negatives start)
         self.adj = normalized_adjacency(data.train, device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
@@ -176,9 +177,10 @@ class Trainer:
             if cfg.estimator == "gste" and self.quantizing and (epoch - cfg.float_warmup_epochs) % cfg.delta_every == 0:
                 self.delta = self._estimate_delta(epoch)
             lr = self.optimizer.param_groups[0]["lr"]
+            self.candidates = cfg.negative_candidates if epoch >= cfg.hard_negatives_from_epoch else 1
             self.model.train()
             loss_sum = torch.zeros((), device=self.device)
-            for k, (u, p, n) in enumerate(self.sampler.epoch(cfg.batch_size, cfg.negative_candidates)):
+            for k, (u, p, n) in enumerate(self.sampler.epoch(cfg.batch_size, self.candidates)):
                 loss_sum += self.step(u, p, n) * u.numel()
                 if self.on_step:
                     self.on_step(k + 1, steps)
@@ -236,7 +238,7 @@ class Trainer:
         remaining = self.cfg.epochs - self.epoch if self.status == "running" else 0
         nan = float("nan")
         return {
-            "epoch": epoch + 1, "loss": loss, "lr": lr, "quantized": self.quantizing,
+            "epoch": epoch + 1, "loss": loss, "lr": lr, "quantized": self.quantizing, "negative_candidates": self.candidates,
             "valid_recall@20": valid["recall@20"] if valid else nan,
             "valid_ndcg@20": valid["ndcg@20"] if valid else nan,
             "delta_user": self.delta.user, "delta_item": self.delta.item,

@@ -227,6 +227,26 @@ def test_trainer_picks_hard_negatives_with_the_scores_it_trains(workdir: WorkDir
     assert torch.equal(trainer._hardest(out, users, cands), by_float)
 
 
+def test_hard_negatives_start_at_their_epoch_and_show_in_history(workdir: WorkDir, monkeypatch: pytest.MonkeyPatch) -> None:
+    drawn: list[int] = []
+    real_epoch = BPRSampler.epoch
+
+    def spy(self: BPRSampler, batch_size: int, candidates: int = 1):  # type: ignore[no-untyped-def]
+        drawn.append(candidates)
+        return real_epoch(self, batch_size, candidates)
+
+    monkeypatch.setattr(BPRSampler, "epoch", spy)
+    cfg = TrainConfig(bits=1, estimator="ste", epochs=4, negative_candidates=6, hard_negatives_from_epoch=2,
+                      float_warmup_epochs=1, run="dns-from-2", **FAST)
+    res = train(workdir, cfg)
+    assert drawn == [1, 1, 6, 6]
+    hist = json.loads((res.path / "history.json").read_text())
+    assert [r["negative_candidates"] for r in hist] == [1, 1, 6, 6]
+    assert "hard negatives of 6" in format_epoch(hist[-1], cfg) and "hard negatives" not in format_epoch(hist[0], cfg)
+    with pytest.raises(ValueError, match="needs negative_candidates > 1"):
+        TrainConfig(hard_negatives_from_epoch=3)
+
+
 @pytest.mark.gpu
 def test_trains_on_cuda(workdir: WorkDir) -> None:
     res = train(workdir, TrainConfig(bits=1, estimator="gste", epochs=2, run="cuda", **{**FAST, "device": "cuda"}))
