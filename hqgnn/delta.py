@@ -66,7 +66,8 @@ def estimate_delta(user_out: Tensor, item_out: Tensor, sampler: BPRSampler, cfg:
     """δ for the user and item tables from float encoder outputs ``[num_users, d]``, ``[num_items, d]``.
 
     Uses ``cfg.hutchinson_batches`` batches of ``cfg.batch_size`` triples drawn from a generator
-    seeded with ``seed`` (so resumed runs re-estimate identically).
+    seeded with ``seed`` (so resumed runs re-estimate identically), with uniform negatives also
+    when training picks hard ones (``cfg.negative_candidates``): the curvature at typical triples.
     """
     gen = torch.Generator(device=user_out.device)
     gen.manual_seed(seed)

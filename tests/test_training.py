@@ -113,10 +113,14 @@ def test_run_files_history_and_loaded_run(workdir: WorkDir) -> None:
         train(workdir, TrainConfig(bits=4, estimator="gste", epochs=3, run="files", **FAST))
 
 
-@pytest.mark.parametrize("warmup", [0, 2], ids=["quantized-throughout", "killed-at-the-float-warmup-end"])
-def test_resume_after_a_kill_ends_where_an_uninterrupted_run_ends(workdir: WorkDir, monkeypatch: pytest.MonkeyPatch, warmup: int) -> None:
-    cfg = dict(bits=1, estimator="gste", epochs=5, delta_every=2, patience=50, float_warmup_epochs=warmup, **FAST)
-    full = train(workdir, TrainConfig(run=f"straight{warmup}", **cfg))
+@pytest.mark.parametrize(("warmup", "hard"), [(0, {}), (2, {}), (1, {"negative_candidates": 4, "hard_negatives_from_epoch": 1})],
+                         ids=["quantized-throughout", "killed-at-the-float-warmup-end", "hard-negatives"])
+def test_resume_after_a_kill_ends_where_an_uninterrupted_run_ends(
+    workdir: WorkDir, monkeypatch: pytest.MonkeyPatch, warmup: int, hard: dict[str, int]
+) -> None:
+    cfg = dict(bits=1, estimator="gste", epochs=5, delta_every=2, patience=50, float_warmup_epochs=warmup, **hard, **FAST)
+    tag = f"{warmup}{'h' if hard else ''}"
+    full = train(workdir, TrainConfig(run=f"straight{tag}", **cfg))
 
     real_save, saves = Trainer.save, []
 
@@ -128,7 +132,7 @@ def test_resume_after_a_kill_ends_where_an_uninterrupted_run_ends(workdir: WorkD
 
     monkeypatch.setattr(Trainer, "save", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        train(workdir, TrainConfig(run=f"killed{warmup}", **cfg))
+        train(workdir, TrainConfig(run=f"killed{tag}", **cfg))
     monkeypatch.setattr(Trainer, "save", real_save)
     resumed = train(workdir, TrainConfig(resume=True, device="cpu"))  # newest run; its own config
 
@@ -143,6 +147,8 @@ def test_resume_after_a_kill_ends_where_an_uninterrupted_run_ends(workdir: WorkD
     strip = lambda h: [{k: nan_none(v) for k, v in r.items() if k not in ("epoch_seconds", "eta")} for r in h]  # noqa: E731
     assert strip(a["history"]) == strip(b["history"])
     assert [r["quantized"] for r in b["history"]] == [e >= warmup for e in range(5)]
+    k, start = hard.get("negative_candidates", 1), hard.get("hard_negatives_from_epoch", 0)
+    assert [r["negative_candidates"] for r in b["history"]] == [k if e >= start else 1 for e in range(5)]
 
 
 def test_float_warmup_then_itq_rotation_keeps_float_scores_and_lowers_sign_loss(workdir: WorkDir) -> None:
