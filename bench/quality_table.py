@@ -79,6 +79,8 @@ def gowalla_rows(folder: Path, match: str | None = None) -> pd.DataFrame:
             est += f", {warmup} float epochs first" + (" + ITQ" if d["config"].get("itq_rotation", False) else "")
             if d["config"].get("distill_weight", 0):  # session 3's distillation experiment (not kept in TrainConfig)
                 est += f" + distillation ×{d['config']['distill_weight']:g}"
+        if d["config"].get("negative_candidates", 1) > 1:
+            est += f", hard negatives of {d['config']['negative_candidates']} from epoch {d['config'].get('hard_negatives_from_epoch', 0)}"
         # one row per run (never averaged: the runs differ in schedule); the run name tells them apart
         label = est if match else f"{est} `{f.stem}`"
         out.append({**d["test"], "bits": d["bits"], "estimator": label, "seed": d["config"]["seed"], "run": d["run"],
@@ -124,7 +126,7 @@ def quality_markdown(s: pd.DataFrame) -> str:
              "|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in s.iterrows():
         codes = "float32" if r["bits"] == 32 else f"{int(r['bits'])} bit"
-        est = "–" if r["estimator"] == "float32" else r["estimator"].removeprefix("float32 ")
+        est = "–" if r["estimator"] == "float32" else r["estimator"].removeprefix("float32 ").removeprefix("float32, ")
         lines.append(f"| {codes} | {est} | {int(r['seeds'])} | " + " | ".join(_fmt(r, c, True) for c in METRICS)
                      + f" | {100 * r['recall@20'] / base:.1f} % | {r['train_seconds']:.0f} | {r['epochs_run']:.0f} ({r['best_epoch']:.0f}) |")
     return "\n".join(lines)
