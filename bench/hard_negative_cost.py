@@ -45,6 +45,7 @@ def trainer_for(train: InteractionMatrix, bits: int, k: int, batch: int) -> Trai
 def epoch_seconds(trainer: Trainer, steps: int) -> float:
     """Sampling one epoch of triples + ``steps`` steps, extrapolated to the epoch's steps."""
     k, batch = trainer.cfg.negative_candidates, trainer.cfg.batch_size
+    steps = max(1, min(steps, trainer.sampler.epoch_size // batch - 1))  # full batches after the warm-up one
     t0 = time.perf_counter()
     users, pos, neg = trainer.sampler.sample(trainer.sampler.epoch_size, candidates=k)
     sample_s = time.perf_counter() - t0

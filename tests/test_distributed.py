@@ -81,13 +81,15 @@ def test_shards_partition_every_batch() -> None:
             assert max(e - s for s, e in bounds) - min(e - s for s, e in bounds) <= 1
 
 
-def test_sharded_sampler_slices_the_same_global_epoch(split_dir: Path) -> None:
+@pytest.mark.parametrize("candidates", [1, 3], ids=["uniform", "hard-negative-candidates"])
+def test_sharded_sampler_slices_the_same_global_epoch(split_dir: Path, candidates: int) -> None:
     train = load_split(split_dir).train
     batch = 118  # 356 = 3 x 118 + 2: uneven thirds, then a last batch of 2 rows for 3 ranks
-    full = list(BPRSampler(train, torch.Generator().manual_seed(1)).epoch(batch))
+    full = list(BPRSampler(train, torch.Generator().manual_seed(1)).epoch(batch, candidates))
     assert [b[0].numel() for b in full] == [118, 118, 118, 2]
+    assert full[0][2].shape == ((118,) if candidates == 1 else (118, candidates))
     shards = [ShardedSampler(BPRSampler(train, torch.Generator().manual_seed(1)), r, 3) for r in range(3)]
-    per_rank = [[(b, s.weight) for b in s.epoch(batch)] for s in shards]
+    per_rank = [[(b, s.weight) for b in s.epoch(batch, candidates)] for s in shards]
     for j, whole in enumerate(full):
         got = [per_rank[r][j] for r in range(3)]
         assert sum(w for _, w in got) == pytest.approx(1.0)
