@@ -38,10 +38,20 @@ from hqgnn.interactions import InteractionMatrix  # noqa: E402
 from hqgnn.trainer import Trainer  # noqa: E402
 
 
-def time_ours(train: InteractionMatrix, batch: int, warmup: int, steps: int) -> float:
+def read_train(folder: Path) -> InteractionMatrix:
+    """``train.txt`` of a LightGCN-format folder as an interaction matrix (ids 0 … max)."""
+    u, i = read_lightgcn(folder / "train.txt")
+    return InteractionMatrix.from_pairs(u, i, int(u.max()) + 1, int(i.max()) + 1)
+
+
+def train_only(train: InteractionMatrix) -> SplitData:
+    """A split holding only ``train`` (empty valid and test): all that timing training steps needs."""
     empty = InteractionMatrix.from_pairs(np.zeros(0), np.zeros(0), train.num_users, train.num_items)
-    data = SplitData(train, empty, empty, train.num_users, train.num_items, np.array([]), np.array([]), "bench", Path("."), {})
-    trainer = Trainer(TrainConfig(bits=32, batch_size=batch, lr=1e-3, device="cpu"), data, Path("/nonexistent"), torch.device("cpu"))
+    return SplitData(train, empty, empty, train.num_users, train.num_items, np.array([]), np.array([]), "bench", Path("."), {})
+
+
+def time_ours(train: InteractionMatrix, batch: int, warmup: int, steps: int) -> float:
+    trainer = Trainer(TrainConfig(bits=32, batch_size=batch, lr=1e-3, device="cpu"), train_only(train), Path("/nonexistent"), torch.device("cpu"))
     batches = [trainer.sampler.sample(batch) for _ in range(warmup + steps)]
     for u, p, n in batches[:warmup]:
         trainer.step(u, p, n)
@@ -93,8 +103,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    u, i = read_lightgcn(args.data / "train.txt")
-    train = InteractionMatrix.from_pairs(u, i, int(u.max()) + 1, int(i.max()) + 1)
+    train = read_train(args.data)
     steps_per_epoch = math.ceil(train.nnz / args.batch_size)
     print(f"data {args.data}: {train.num_users} users, {train.num_items} items, {train.nnz} train interactions; "
           f"batch {args.batch_size} -> {steps_per_epoch} steps/epoch; threads {args.threads}", flush=True)

@@ -5,10 +5,11 @@ the Hessian is never formed. The same products give the diagonal, ``diag(H) ≈ 
 (Bekas et al., 2007), for a δ per embedding dimension (method.md §7's open question).
 
 With several input tables, each diagonal block ``H_tt`` gets its own product ``H_tt v_t`` (the
-gradient w.r.t. table t, differentiated along ``v_t`` w.r.t. table t only). One joint product would also be unbiased (cross terms ``v_tᵀ H_ts v_s`` have zero mean),
-but for BPR the cross block user–item holds the first-order ``σ·I`` terms of the bilinear
-score, which are far larger than the curvature: with 16 vectors the joint estimate came out
-negative on a tiny planted dataset, although every diagonal block here is positive semi-definite.
+gradient w.r.t. table t, differentiated along ``v_t`` w.r.t. table t only). One joint product
+would also be unbiased (cross terms ``v_tᵀ H_ts v_s`` have zero mean), but for BPR the cross
+block user–item holds the first-order ``σ·I`` terms of the bilinear score, which are far larger
+than the curvature: with 16 vectors the joint estimate came out negative on a tiny planted
+dataset, although every diagonal block here is positive semi-definite.
 """
 
 from __future__ import annotations
