@@ -97,7 +97,8 @@ def main() -> None:
                       ("lr-schedule", str), ("lr-min", float), ("l2", float), ("eval-every", int), ("patience", int),
                       ("delta-scale", float), ("delta-every", int), ("seed", int), ("device", str), ("layers", int), ("dim", int),
                       ("float-warmup-epochs", int), ("itq-rotation", int), ("delta-granularity", str),
-                      ("negative-candidates", int), ("hard-negatives-from-epoch", int)]:
+                      ("negative-candidates", int), ("hard-negatives-from-epoch", int),
+                      ("refine-user-codes", int), ("refine-temperature", float), ("refine-top-items", int)]:
         ap.add_argument(f"--{name}", type=typ, default=None)
     args = ap.parse_args()
     if args.threads:
@@ -126,7 +127,8 @@ def main() -> None:
     out = {"run": run.name, "bits": run.bits, "estimator": run.estimator, "best_epoch": run.best_epoch,
            "valid": run.best_valid, "test": test, "train_minutes_this_invocation": minutes,
            "train_seconds_total": res.seconds, "epochs_run": res.epochs_run, "status": res.status,
-           "config": run.config.model_dump(mode="json"), "cmd": " ".join(sys.argv), "threads": torch.get_num_threads()}
+           "config": run.config.model_dump(mode="json"), "cmd": " ".join(sys.argv), "threads": torch.get_num_threads(),
+           "code_refinement": run.code_refinement}
     if args.ptq_bits:
         out["ptq"] = post_training_quantization(run.user_emb, run.item_emb, args.ptq_bits, data)
         for name, m in out["ptq"].items():

@@ -81,6 +81,8 @@ def gowalla_rows(folder: Path, match: str | None = None) -> pd.DataFrame:
                 est += f" + distillation ×{d['config']['distill_weight']:g}"
         if d["config"].get("negative_candidates", 1) > 1:
             est += f", hard negatives of {d['config']['negative_candidates']} from epoch {d['config'].get('hard_negatives_from_epoch', 0)}"
+        if d["config"].get("refine_user_codes", 0):
+            est += f", user codes refined (up to {d['config']['refine_user_codes']} rounds)"
         # one row per run (never averaged: the runs differ in schedule); the run name tells them apart
         label = est if match else f"{est} `{f.stem}`"
         out.append({**d["test"], "bits": d["bits"], "estimator": label, "seed": d["config"]["seed"], "run": d["run"],

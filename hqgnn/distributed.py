@@ -21,7 +21,7 @@ Why an explicit ``all_reduce`` in a gradient hook, not ``DistributedDataParallel
   Communication per step is one dense all-reduce of ``4·N·d`` bytes (docs/scaling.md).
 
 Rank 0 alone estimates GSTE's δ and evaluates validation metrics and broadcasts both (so every
-rank takes the same early-stopping decision); rank 0 alone writes checkpoints and history.
+rank takes the same early-stopping decision); rank 0 alone writes checkpoints and history, and alone refines 1-bit user codes after the last epoch.
 """
 
 from __future__ import annotations
@@ -136,8 +136,9 @@ class DistributedTrainer(Trainer):
         ctx: DistContext,
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
         on_step: Callable[[int, int], None] | None = None,
+        on_refine: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
-        super().__init__(cfg, data, run_dir, ctx.device, on_epoch, on_step)
+        super().__init__(cfg, data, run_dir, ctx.device, on_epoch, on_step, on_refine)
         self.ctx = ctx
         self.writes_files = ctx.rank == 0
         self.shards = ShardedSampler(self.sampler, ctx.rank, ctx.world_size)

@@ -1,7 +1,8 @@
 """A trained run as the downstream stages see it (export, evaluation, retrieval).
 
 ``models/<run>/config.json`` holds the config, snapshot, split folder and model args;
-``best.pt`` holds the float encoder outputs at the best validation epoch.
+``best.pt`` holds the float encoder outputs at the best validation epoch (in 1-bit runs with
+``refine_user_codes``, the user signs after that refinement: :mod:`hqgnn.code_refinement`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class TrainedRun:
     item_emb: Tensor  # float32 [num_items, dim]
     best_epoch: int
     best_valid: dict[str, float]
+    code_refinement: dict[str, Any] | None = None  # 1-bit user-code refinement record (hqgnn.code_refinement), if it ran
 
     def quantize_users(self) -> QuantizedTable | None:
         """Codes of the users (the model's forward quantizer); ``None`` for 32 bits."""
@@ -74,4 +76,5 @@ def load_run(run_dir: Path, device: torch.device | str = "cpu") -> TrainedRun:
         estimator=str(cfg.estimator), user_emb=state["user_emb"].float().to(device),
         item_emb=state["item_emb"].float().to(device), best_epoch=int(state["epoch"]),
         best_valid={k: float(v) for k, v in state["valid"].items()},
+        code_refinement=state.get("code_refinement"),
     )

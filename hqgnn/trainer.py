@@ -5,8 +5,10 @@ them from ``last.pt``), then each epoch (0) switches the quantizer on once an op
 warm-up (``float_warmup_epochs``) is over, first rotating the embeddings by ITQ
 (:mod:`hqgnn.rotation`), (1) re-estimates GSTE's δ every ``delta_every`` quantized epochs,
 (2) runs BPR steps over full-graph propagations, (3) evaluates validation Recall/NDCG, (4) keeps
-the best checkpoint and writes ``last.pt``, history and progress. Everything stays on the chosen
-device; the loop syncs with the host only once per epoch (loss sum, metrics).
+the best checkpoint and writes ``last.pt``, history and progress. After the last epoch, 1-bit
+runs may refine the best checkpoint's user codes by greedy bit flips (``refine_user_codes``,
+:mod:`hqgnn.code_refinement`). Everything stays on the chosen device; the loop syncs with the
+host only once per epoch (loss sum, metrics).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 from torch import Tensor
 
 from hqgnn.checkpoint import load_checkpoint, save_checkpoint
+from hqgnn.code_refinement import refine_round
 from hqgnn.config import TrainConfig
 from hqgnn.dataset import SplitData
 from hqgnn.delta import DeltaState, estimate_delta
@@ -67,7 +70,8 @@ class Trainer:
     """Trains one run into ``run_dir`` (``last.pt``, ``best.pt``, ``history.{parquet,json}``).
 
     ``on_epoch(record)`` is called after each epoch with its history row; ``on_step(done, total)``
-    after each optimizer step (no host sync). ``resume=True`` continues from ``last.pt``.
+    after each optimizer step (no host sync); ``on_refine(record)`` after each round of user-code
+    refinement. ``restore()`` continues from ``last.pt``.
     Data-parallel runs use :class:`hqgnn.distributed.DistributedTrainer` (``cfg.nproc > 1``).
     """
 
@@ -82,11 +86,12 @@ class Trainer:
         device: torch.device,
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
         on_step: Callable[[int, int], None] | None = None,
+        on_refine: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         if cfg.nproc > 1 and not torch.distributed.is_initialized():
             raise InputError(f"nproc={cfg.nproc}: launch with `hqgnn train --nproc {cfg.nproc}` or torchrun (hqgnn.distributed)")
         self.cfg, self.data, self.run_dir, self.device = cfg, data, Path(run_dir), device
-        self.on_epoch, self.on_step = on_epoch, on_step
+        self.on_epoch, self.on_step, self.on_refine = on_epoch, on_step, on_refine
         self.quantized = cfg.bits != 32
         self.quantizing = self.quantized and cfg.float_warmup_epochs == 0  # the quantizer is on in this epoch
         self.candidates = 1  # negative candidates per triple in this epoch (cfg.negative_candidates once hard negatives start)
@@ -158,7 +163,11 @@ class Trainer:
     def evaluate(self, split: str = "valid") -> dict[str, float]:
         """Full-ranking metrics on ``valid`` (train masked) or ``test`` (train and valid masked),
         scored with the codes the run ships (dequantized) or the float embeddings (32 bits)."""
-        users, items = self.embeddings()
+        return self._evaluate_tables(*self.embeddings(), split)
+
+    @torch.no_grad()
+    def _evaluate_tables(self, users: Tensor, items: Tensor, split: str) -> dict[str, float]:
+        """:meth:`evaluate` of given float outputs ``[U, d]``, ``[I, d]`` (quantized as the run ships them)."""
         if self.quantized:
             users, items = fake_quantize(users, self.cfg.bits), fake_quantize(items, self.cfg.bits)
         truth = self.data.valid if split == "valid" else self.data.test
@@ -197,6 +206,8 @@ class Trainer:
             self.save()
             if self.on_epoch:
                 self.on_epoch(self.history[-1])
+        if self.status != "running" and self.cfg.refine_user_codes > 0 and self.writes_files:
+            self._refine_user_codes()
         seconds = sum(r["epoch_seconds"] for r in self.history)
         return FitResult(self.best_epoch, dict(self.best_valid), self.epoch, seconds, self.status, list(self.history))
 
@@ -211,6 +222,38 @@ class Trainer:
         if "exp_avg" in state:
             state["exp_avg"].copy_(state["exp_avg"] @ rot)
             state["exp_avg_sq"].copy_(state["exp_avg_sq"] @ rot.square())
+
+    @torch.no_grad()
+    def _refine_user_codes(self) -> None:
+        """Greedy sign flips of ``best.pt``'s user codes (:mod:`hqgnn.code_refinement`), round by round;
+        keeps the round with the best validation Recall@20 (0 rounds: the trained codes) and writes
+        it into ``best.pt`` with a ``code_refinement`` record, once: a resume after that skips it.
+        Deterministic, so a kill during the rounds and a resume end where an uninterrupted run ends."""
+        path = self.run_dir / "best.pt"
+        state = load_checkpoint(path)
+        if "code_refinement" in state:
+            self.best_valid = dict(state["valid"])
+            return
+        cfg = self.cfg
+        users, items = state["user_emb"].to(self.device), state["item_emb"].to(self.device)
+        kept_users, kept_valid, kept, rounds = users, dict(state["valid"]), 0, []
+        for r in range(1, cfg.refine_user_codes + 1):
+            t0 = time.perf_counter()
+            users, flips = refine_round(users, items, self.data.train, cfg.refine_temperature, cfg.refine_top_items,
+                                        on_batch=self.on_step)
+            valid = self._evaluate_tables(users, items, "valid")
+            if valid[VALID_METRIC] > kept_valid[VALID_METRIC]:
+                kept_users, kept_valid, kept = users, valid, r
+            rounds.append({"round": r, "of": cfg.refine_user_codes, "flips": flips, "valid_recall@20": valid["recall@20"],
+                           "valid_ndcg@20": valid["ndcg@20"], "kept": kept, "seconds": time.perf_counter() - t0})
+            if self.on_refine:
+                self.on_refine(rounds[-1])
+            if flips == 0:
+                break
+        save_checkpoint(path, {**state, "user_emb": kept_users, "valid": kept_valid, "code_refinement": {
+            "rounds_kept": kept, "rounds": rounds, "valid_before": state["valid"],
+        }})
+        self.best_valid = kept_valid
 
     def _estimate_delta(self, epoch: int) -> DeltaState:
         """GSTE's δ from the current float outputs, seeded by the epoch (a resume re-estimates alike)."""

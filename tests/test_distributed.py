@@ -177,7 +177,7 @@ def test_two_gloo_processes_match_one_process_and_resume(split_dir: Path, single
 def test_cli_train_nproc_2_runs_torchrun_and_matches_one_process(split_dir: Path, single: dict[str, Any], tmp_path: Path) -> None:
     root = split_dir.parent.parent
     cfg_file = tmp_path / "cfg.yaml"
-    cfg_file.write_text(yaml.safe_dump({"train": {k: v for k, v in CFG.items()}}))
+    cfg_file.write_text(yaml.safe_dump({"train": {**CFG, "refine_user_codes": 2}}))  # refinement: rank 0 alone, after the epochs
     hqgnn = Path(sys.executable).parent / "hqgnn"
     cmd = [str(hqgnn), "train", "--nproc", "2", "--run", "ddp", "--workdir", str(root), "--config", str(cfg_file)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
@@ -190,6 +190,8 @@ def test_cli_train_nproc_2_runs_torchrun_and_matches_one_process(split_dir: Path
     last = torch.load(run_dir / "last.pt", weights_only=False)
     torch.testing.assert_close(last["model"]["embedding"], single["embedding"], atol=ATOL, rtol=0)
     assert load_run(run_dir).best_epoch == single["best_epoch"]  # export/evaluate read it as any run
+    assert "code refinement round 1/2" in done.stderr
+    assert "code_refinement" in torch.load(run_dir / "best.pt", weights_only=False)
 
     again = subprocess.run([*cmd[:2], "--resume", *cmd[4:]], capture_output=True, text=True, timeout=180)
     assert again.returncode == 0, again.stderr[-3000:]  # a finished run resumes as a no-op, on 2 processes

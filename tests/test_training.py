@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from flows.stages.train import format_epoch, train
+from flows.stages.train import format_epoch, format_refinement, train, write_run_config
+from hqgnn.code_refinement import refine_round
 from hqgnn.config import TrainConfig
 from hqgnn.dataset import load_split, write_split
 from hqgnn.errors import InputError
@@ -288,3 +289,57 @@ def test_per_dimension_and_table_delta_share_the_hutchinson_traces(workdir: Work
     assert table.trace_user == pytest.approx(dims.trace_user) and table.trace_item == pytest.approx(dims.trace_item)
     assert table.user_dims == () and len(dims.user_dims) == 32
     assert len(set(dims.user_dims)) > 1  # the dimensions do differ
+
+
+def test_user_code_refinement_keeps_the_best_validated_round_in_best_pt(workdir: WorkDir) -> None:
+    rounds: list[dict[str, object]] = []
+    cfg = TrainConfig(bits=1, estimator="gste", epochs=4, float_warmup_epochs=2, refine_user_codes=3, run="refined", **FAST)
+    data, run_dir = load_split(workdir.split()), workdir.models / "refined"
+    run_dir.mkdir(parents=True)
+    write_run_config(run_dir, cfg, data, workdir.split())
+    trainer = Trainer(cfg, data, run_dir, torch.device("cpu"), on_refine=rounds.append)
+    fit = trainer.fit()
+    state = torch.load(run_dir / "best.pt", weights_only=False)
+    record = state["code_refinement"]
+    assert [r["round"] for r in rounds] == [r["round"] for r in record["rounds"]] and 1 <= len(rounds) <= 3
+    assert record["rounds"][0]["flips"] > 0
+    valids = [record["valid_before"]["recall@20"]] + [r["valid_recall@20"] for r in record["rounds"]]
+    assert record["rounds_kept"] == max(range(len(valids)), key=lambda k: (valids[k], -k))  # first best, 0 = as trained
+    assert fit.best_valid["recall@20"] == state["valid"]["recall@20"] == max(valids)
+    # only user signs differ from the encoder's outputs at the best epoch; items are untouched
+    trainer.model.load_state_dict(state["model"])  # the weights of the best epoch
+    users, items = trainer.embeddings()
+    assert torch.equal(state["user_emb"].abs(), users.abs()) and torch.equal(state["item_emb"], items)
+    flipped = int((torch.sign(state["user_emb"]) != torch.sign(users)).sum())
+    assert flipped == sum(r["flips"] for r in record["rounds"][: record["rounds_kept"]])
+    run = load_run(run_dir)
+    codes = run.quantize_users()
+    assert codes is not None and torch.equal(codes.dequantize(), fake_quantize(state["user_emb"], 1))
+    assert run.code_refinement is not None and run.code_refinement["rounds_kept"] == record["rounds_kept"]
+    assert "code refinement round 1/3" in format_refinement(rounds[0])
+
+
+def test_a_kill_during_code_refinement_resumes_to_the_same_codes(workdir: WorkDir, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = dict(bits=1, estimator="ste", epochs=3, refine_user_codes=3, patience=50, **FAST)
+    full = train(workdir, TrainConfig(run="refine-straight", **cfg))
+    real, calls = refine_round, []
+
+    def die_in_round_2(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("hqgnn.trainer.refine_round", die_in_round_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(workdir, TrainConfig(run="refine-killed", **cfg))
+    assert "code_refinement" not in torch.load(workdir.models / "refine-killed" / "best.pt", weights_only=False)
+    monkeypatch.setattr("hqgnn.trainer.refine_round", real)
+    resumed = train(workdir, TrainConfig(resume=True, run="refine-killed", device="cpu"))
+    a = torch.load(full.path / "best.pt", weights_only=False)
+    b = torch.load(resumed.path / "best.pt", weights_only=False)
+    assert torch.equal(a["user_emb"], b["user_emb"]) and a["code_refinement"]["rounds_kept"] == b["code_refinement"]["rounds_kept"]
+    assert resumed.best_valid == full.best_valid
+    again = train(workdir, TrainConfig(resume=True, run="refine-killed", device="cpu"))  # done: not refined twice
+    c = torch.load(again.path / "best.pt", weights_only=False)
+    assert torch.equal(b["user_emb"], c["user_emb"]) and again.best_valid == resumed.best_valid

@@ -81,7 +81,8 @@ def train(workdir: WorkDir, cfg: TrainConfig, console: Console | None = None) ->
         trainer = Trainer(
             cfg, data, run_dir, device,
             on_epoch=lambda r: progress.console.print(format_epoch(r, cfg), highlight=False, soft_wrap=True),
-            on_step=lambda done, total: progress.update(task, completed=done, total=total, description=f"epoch {trainer.epoch + 1}"),
+            on_step=lambda done, total: progress.update(task, completed=done, total=total, description=_stage_label(trainer)),
+            on_refine=lambda r: progress.console.print(format_refinement(r), highlight=False, soft_wrap=True),
         )
         if cfg.resume and (run_dir / "last.pt").is_file():
             trainer.restore()
@@ -110,6 +111,17 @@ def format_epoch(r: dict[str, Any], cfg: TrainConfig) -> str:
         delta = "  float warm-up"
     hard = f"  hard negatives of {r['negative_candidates']}" if r.get("negative_candidates", 1) > 1 else ""
     return f"epoch {r['epoch']:>4}/{cfg.epochs}  loss {r['loss']:.4f}{valid}{delta}{hard}  {r['epoch_seconds']:.1f} s  eta {r['eta'] / 60:.1f} min"
+
+
+def format_refinement(r: dict[str, Any]) -> str:
+    """One progress line per round of user-code refinement (hqgnn.code_refinement)."""
+    return (f"code refinement round {r['round']}/{r['of']}  {r['flips']:,} user bits flipped  valid R@20 {r['valid_recall@20']:.4f} "
+            f"N@20 {r['valid_ndcg@20']:.4f}  kept: {r['kept']} round(s)  {r['seconds']:.1f} s")
+
+
+def _stage_label(trainer: Trainer) -> str:
+    """The progress bar's label: the epoch in training, the refinement once the epochs are done."""
+    return "code refinement" if trainer.status != "running" else f"epoch {trainer.epoch + 1}"
 
 
 def _resume_dir(workdir: WorkDir, run: str | None) -> Path:

@@ -33,6 +33,7 @@ from flows.stages.train import (
     _resume_dir,
     default_run_name,
     format_epoch,
+    format_refinement,
     write_run_config,
 )
 from hqgnn.config import TrainConfig
@@ -125,7 +126,8 @@ def run_worker(workdir: WorkDir, cfg: TrainConfig) -> TrainResult | None:
             if not cfg.resume:
                 write_run_config(run_dir, cfg, data, split_dir)
         started = time.perf_counter()
-        trainer = DistributedTrainer(cfg, data, run_dir, ctx, on_epoch=lambda r: console.print(format_epoch(r, cfg), highlight=False))
+        trainer = DistributedTrainer(cfg, data, run_dir, ctx, on_epoch=lambda r: console.print(format_epoch(r, cfg), highlight=False),
+                                     on_refine=lambda r: console.print(format_refinement(r), highlight=False))
         if cfg.resume and (run_dir / "last.pt").is_file():
             trainer.restore()
             console.print(f"resuming {run_dir.name} after epoch {trainer.epoch}", highlight=False)

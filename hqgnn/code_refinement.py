@@ -1,0 +1,87 @@
+"""Greedy bit flips of the 1-bit user codes after training, with the item codes fixed.
+
+Why by hand: training reaches the codes only through the straight-through estimator, whose
+gradient sees a sign flip only once a latent coordinate crosses zero, and with the learning rate
+cosine-annealed to 0 the last few useful flips never happen. Scoring one candidate flip per bit
+exactly is cheap for 64-bit codes, so each round here flips, for every user, the single bit that
+raises the user's objective most (no flip if none raises it). Measured on Gowalla (BENCHMARKS.md,
+"User-code refinement"): a few rounds lift the 1-bit model's test Recall@20 by about 3 %, while
+the same objective moves a float32 model's users by at most 1 %.
+
+Objective of user ``u`` with code ``b ∈ {±1}^d`` (the multinomial likelihood of its train items
+under the codes' scores, the ranking loss Recall@K rewards):
+
+    L_u(b) = Σ_{p ∈ P_u} S_up − |P_u| · logsumexp_{i ∈ top_M(u)} S_ui,   S_ui = s_u s_i ⟨b, b_i⟩ / τ
+
+with ``s`` the per-node scale ``mean|x|``. The log-sum-exp runs over the user's ``top_m``
+highest-scored items (the tail adds ``exp`` of scores far below the head), re-chosen every round.
+A flip keeps every magnitude of the float output, so the scale ``s_u`` and all downstream code
+(quantizer, export, retrieval) stay as they are: only signs change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from hqgnn.interactions import InteractionMatrix
+from hqgnn.quant import fake_quantize
+
+
+def best_flips(
+    user_codes: Tensor, item_codes: Tensor, positive_sum: Tensor, positives: Tensor, temperature: float, top_m: int,
+) -> tuple[Tensor, Tensor]:
+    """For each user of a batch, the objective gain of its best single-bit flip and that bit.
+
+    Args:
+        user_codes: dequantized 1-bit user codes ``s_u b_u`` ``[C, d]``.
+        item_codes: dequantized 1-bit codes ``s_i b_i`` of all items ``[n, d]``.
+        positive_sum: ``Σ_{p ∈ P_u} s_p b_p`` ``[C, d]``; positives: ``|P_u|`` ``[C]``.
+    Returns:
+        gain ``[C]`` (≤ 0 where no flip helps) and the bit index ``[C]`` (int64).
+    """
+    step = user_codes / temperature  # [C, d]: S_ui = <step, item_codes_i>
+    scores = step @ item_codes.T  # [C, n]
+    top = scores.topk(min(top_m, scores.shape[1]), dim=1).indices  # [C, M]
+    head = scores.gather(1, top)  # [C, M]
+    # flipping bit j moves S_ui by -2 step_j item_codes_ij: evaluate all d flips of all head items at once
+    moved = head[:, :, None] - 2 * step[:, None, :] * item_codes[top]  # [C, M, d]
+    pos = (step * positive_sum).sum(1)  # [C]
+    now = pos - positives * torch.logsumexp(head, 1)
+    after = (pos[:, None] - 2 * step * positive_sum) - positives[:, None] * torch.logsumexp(moved, 1)  # [C, d]
+    gain, bit = (after - now[:, None]).max(1)
+    return gain, bit
+
+
+def refine_round(
+    users: Tensor, items: Tensor, train: InteractionMatrix, temperature: float = 2.0, top_m: int = 1024,
+    batch_users: int = 128, on_batch: Callable[[int, int], None] | None = None,
+) -> tuple[Tensor, int]:
+    """One round: flip at most one sign per user where it raises ``L_u`` (module docstring).
+
+    Args:
+        users: float encoder outputs ``[U, d]`` (their signs are the codes); items: ``[I, d]``.
+        train: the interactions the objective fits (``[U, I]``), on the CPU.
+        on_batch: called with (users done, users total) after each batch.
+    Returns:
+        the users ``[U, d]`` with flipped signs (magnitudes kept), and the number of flips.
+    """
+    device = users.device
+    item_codes = fake_quantize(items, 1)  # [I, d]
+    out, flips = users.clone(), 0
+    for start in range(0, users.shape[0], batch_users):
+        rows = torch.arange(start, min(start + batch_users, users.shape[0]))
+        x = users[rows.to(device)]
+        pos_mask = train.dense_rows(rows, device).to(users.dtype)  # [C, I]
+        gain, bit = best_flips(fake_quantize(x, 1), item_codes, pos_mask @ item_codes, pos_mask.sum(1), temperature, top_m)
+        take = torch.nonzero((gain > 0) & (pos_mask.sum(1) > 0)).flatten()
+        flipped = -x[take, bit[take]]
+        # a 0 codes as +1: its flip must be negative to code as -1 (and keeps mean|x| to float precision)
+        x[take, bit[take]] = torch.where(flipped == 0, -torch.finfo(x.dtype).tiny, flipped)
+        out[rows.to(device)] = x
+        flips += int(take.numel())
+        if on_batch:
+            on_batch(int(rows[-1]) + 1, users.shape[0])
+    return out, flips
