@@ -64,6 +64,7 @@ class FitResult:
     seconds: float
     status: str  # "completed" | "early_stopped"
     history: list[dict[str, Any]] = field(default_factory=list)
+    code_refinement: dict[str, Any] | None = None  # the best.pt record of 1-bit user-code refinement, if it ran
 
 
 class Trainer:
@@ -112,6 +113,7 @@ class Trainer:
         self.best_epoch, self.best_valid, self.bad_evals = -1, {VALID_METRIC: -math.inf}, 0
         self.history: list[dict[str, Any]] = []
         self.status = "running"
+        self.code_refinement: dict[str, Any] | None = None
 
     @property
     def delta(self) -> DeltaState:
@@ -209,7 +211,8 @@ class Trainer:
         if self.status != "running" and self.cfg.refine_user_codes > 0 and self.writes_files:
             self._refine_user_codes()
         seconds = sum(r["epoch_seconds"] for r in self.history)
-        return FitResult(self.best_epoch, dict(self.best_valid), self.epoch, seconds, self.status, list(self.history))
+        return FitResult(self.best_epoch, dict(self.best_valid), self.epoch, seconds, self.status, list(self.history),
+                         self.code_refinement)
 
     @torch.no_grad()
     def _rotate(self) -> None:
@@ -232,7 +235,7 @@ class Trainer:
         path = self.run_dir / "best.pt"
         state = load_checkpoint(path)
         if "code_refinement" in state:
-            self.best_valid = dict(state["valid"])
+            self.best_valid, self.code_refinement = dict(state["valid"]), state["code_refinement"]
             return
         cfg = self.cfg
         users, items = state["user_emb"].to(self.device), state["item_emb"].to(self.device)
@@ -250,9 +253,8 @@ class Trainer:
                 self.on_refine(rounds[-1])
             if flips == 0:
                 break
-        save_checkpoint(path, {**state, "user_emb": kept_users, "valid": kept_valid, "code_refinement": {
-            "rounds_kept": kept, "rounds": rounds, "valid_before": state["valid"],
-        }})
+        self.code_refinement = {"rounds_kept": kept, "rounds": rounds, "valid_before": state["valid"]}
+        save_checkpoint(path, {**state, "user_emb": kept_users, "valid": kept_valid, "code_refinement": self.code_refinement})
         self.best_valid = kept_valid
 
     def _estimate_delta(self, epoch: int) -> DeltaState:

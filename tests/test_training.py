@@ -340,6 +340,9 @@ def test_a_kill_during_code_refinement_resumes_to_the_same_codes(workdir: WorkDi
     b = torch.load(resumed.path / "best.pt", weights_only=False)
     assert torch.equal(a["user_emb"], b["user_emb"]) and a["code_refinement"]["rounds_kept"] == b["code_refinement"]["rounds_kept"]
     assert resumed.best_valid == full.best_valid
+    summary = json.loads((resumed.path / "summary.json").read_text())
+    assert summary["code_refinement"]["rounds_kept"] == b["code_refinement"]["rounds_kept"]
+    assert summary["best_valid"]["recall@20"] == b["valid"]["recall@20"]
     again = train(workdir, TrainConfig(resume=True, run="refine-killed", device="cpu"))  # done: not refined twice
     c = torch.load(again.path / "best.pt", weights_only=False)
     assert torch.equal(b["user_emb"], c["user_emb"]) and again.best_valid == resumed.best_valid

@@ -142,6 +142,7 @@ def run_worker(workdir: WorkDir, cfg: TrainConfig) -> TrainResult | None:
             "device": str(ctx.device), "nproc": ctx.world_size, "backend": ctx.backend, "status": fit.status,
             "best_epoch": fit.best_epoch, "best_valid": fit.best_valid, "epochs_run": fit.epochs_run,
             "train_seconds": fit.seconds, "wall_seconds_this_invocation": time.perf_counter() - started,
+            "code_refinement": fit.code_refinement,
         }
         atomic_write_json(run_dir / "summary.json", summary)
         switch_pointer(workdir.models / "latest", run_dir)
