@@ -177,6 +177,7 @@ def plot(s: pd.DataFrame, path: Path, title: str) -> None:
 
 def gste_effect(model_dir: Path) -> str:
     """How far GSTE's factor ``1 + δ·sign(g)·(x − x̂)`` moves from 1 (= STE) at the run's best checkpoint and last δ."""
+    from hqgnn.quant import quantize
     from hqgnn.runs import load_run
 
     run = load_run(model_dir)
@@ -184,9 +185,8 @@ def gste_effect(model_dir: Path) -> str:
         raise SystemExit(f"{model_dir}: a float32 run has no codes and no GSTE")
     last = json.loads((model_dir / "history.json").read_text())[-1]
     parts = [f"{model_dir.name}:"]
-    for side, x, q, delta in (("users", run.user_emb, run.quantize_users(), last["delta_user"]),
-                              ("items", run.item_emb, run.quantize_items(), last["delta_item"])):
-        assert q is not None  # bits < 32
+    for side, x, delta in (("users", run.float_user_emb, last["delta_user"]), ("items", run.item_emb, last["delta_item"])):
+        q = quantize(x, run.bits)  # the pair training saw (before any user-code refinement)
         err = (x - q.dequantize()).abs()
         parts.append(f"{side} δ={delta:.4f} mean|x|={x.abs().mean():.4f} mean|x−x̂|={err.mean():.4f} "
                      f"mean|δ(x−x̂)|={delta * err.mean():.5f} max={delta * err.max():.4f};")

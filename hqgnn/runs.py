@@ -36,11 +36,18 @@ class TrainedRun:
     dim: int
     bits: int
     estimator: str
-    user_emb: Tensor  # float32 [num_users, dim]
+    user_emb: Tensor  # float32 [num_users, dim]; its signs are the 1-bit codes (refined, if refinement ran)
     item_emb: Tensor  # float32 [num_items, dim]
     best_epoch: int
     best_valid: dict[str, float]
     code_refinement: dict[str, Any] | None = None  # 1-bit user-code refinement record (hqgnn.code_refinement), if it ran
+    encoder_user_emb: Tensor | None = None  # float32 [num_users, dim]: the encoder's outputs when refinement changed user_emb's signs
+
+    @property
+    def float_user_emb(self) -> Tensor:
+        """The encoder's float user outputs ``[num_users, dim]``, what float scoring and re-ranking use
+        (``user_emb`` carries the refined signs the codes come from, when refinement ran)."""
+        return self.user_emb if self.encoder_user_emb is None else self.encoder_user_emb
 
     def quantize_users(self) -> QuantizedTable | None:
         """Codes of the users (the model's forward quantizer); ``None`` for 32 bits."""
@@ -77,4 +84,5 @@ def load_run(run_dir: Path, device: torch.device | str = "cpu") -> TrainedRun:
         item_emb=state["item_emb"].float().to(device), best_epoch=int(state["epoch"]),
         best_valid={k: float(v) for k, v in state["valid"].items()},
         code_refinement=state.get("code_refinement"),
+        encoder_user_emb=state["encoder_user_emb"].float().to(device) if "encoder_user_emb" in state else None,
     )

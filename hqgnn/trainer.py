@@ -230,7 +230,8 @@ class Trainer:
     def _refine_user_codes(self) -> None:
         """Greedy sign flips of ``best.pt``'s user codes (:mod:`hqgnn.code_refinement`), round by round;
         keeps the round with the best validation Recall@20 (0 rounds: the trained codes) and writes
-        it into ``best.pt`` with a ``code_refinement`` record, once: a resume after that skips it.
+        it into ``best.pt`` as ``user_emb`` (the encoder's outputs stay as ``encoder_user_emb``) with
+        a ``code_refinement`` record, once: a resume after that skips it.
         Deterministic, so a kill during the rounds and a resume end where an uninterrupted run ends."""
         path = self.run_dir / "best.pt"
         state = load_checkpoint(path)
@@ -254,7 +255,8 @@ class Trainer:
             if flips == 0:
                 break
         self.code_refinement = {"rounds_kept": kept, "rounds": rounds, "valid_before": state["valid"]}
-        save_checkpoint(path, {**state, "user_emb": kept_users, "valid": kept_valid, "code_refinement": self.code_refinement})
+        save_checkpoint(path, {**state, "user_emb": kept_users, "encoder_user_emb": state["user_emb"], "valid": kept_valid,
+                               "code_refinement": self.code_refinement})
         self.best_valid = kept_valid
 
     def _estimate_delta(self, epoch: int) -> DeltaState:

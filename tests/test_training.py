@@ -316,6 +316,7 @@ def test_user_code_refinement_keeps_the_best_validated_round_in_best_pt(workdir:
     codes = run.quantize_users()
     assert codes is not None and torch.equal(codes.dequantize(), fake_quantize(state["user_emb"], 1))
     assert run.code_refinement is not None and run.code_refinement["rounds_kept"] == record["rounds_kept"]
+    assert torch.equal(run.float_user_emb, users) and torch.equal(run.user_emb, state["user_emb"])  # float scoring: the encoder's
     assert "code refinement round 1/3" in format_refinement(rounds[0])
 
 

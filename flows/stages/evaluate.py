@@ -44,7 +44,7 @@ def evaluate(workdir: WorkDir, cfg: EvaluateConfig, console: Console | None = No
         split = load_split(run.split_dir)
         users, items = code_tables(run.user_emb, run.item_emb, run.bits, run.quantize_users(), run.quantize_items())
         rows = evaluate_run(
-            run.user_emb, run.item_emb, users, items, split.train, split.valid, split.test,
+            run.float_user_emb, run.item_emb, users, items, split.train, split.valid, split.test,
             ks=cfg.ks, batch_size=cfg.batch_size, rerank_r=cfg.rerank_r if cfg.rerank else None,
             progress=lambda msg: status.update(f"[bold]evaluate[/] {run.name}: {msg}"),
         )
