@@ -63,7 +63,7 @@ def main() -> None:
         run = load_run(args.run)
         items = run.item_emb
         pick = torch.sort(torch.randperm(run.num_users, generator=g)[: args.queries]).values
-        queries = run.user_emb[pick]
+        queries = run.float_user_emb[pick]  # the encoder's outputs (every width is quantized from them here)
         train = load_split(run.split_dir).train
         rows = [train.indices[train.indptr[u] : train.indptr[u + 1]].numpy() for u in pick.tolist()]
         exclude = [InteractionMatrix.from_pairs(np.repeat(np.arange(len(rows)), [len(r) for r in rows]),

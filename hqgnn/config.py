@@ -110,7 +110,7 @@ class TrainConfig(StageConfig):
     delta_granularity: DeltaGranularity = "table"  # one delta per table (users, items), or one per embedding dimension from the Hessian diagonal
     float_warmup_epochs: int = Field(0, ge=0)  # quantized runs: first epochs train float32, then the quantizer switches on (float32 runs: ignored)
     itq_rotation: bool = True  # at that switch, rotate the embeddings so sign codes lose less (hqgnn.rotation)
-    refine_user_codes: int = Field(0, ge=0)  # 1 bit: after training, up to this many rounds of greedy user-code bit flips (hqgnn.code_refinement), the count kept chosen on validation
+    refine_user_codes: int = Field(0, ge=0)  # 1-bit runs: after training, up to this many rounds of greedy user-code bit flips (hqgnn.code_refinement), the count kept chosen on validation (other widths: ignored, so one config serves a sweep)
     refine_temperature: float = Field(2.0, gt=0)  # the refinement objective's softmax temperature on the codes' scores
     refine_top_items: int = Field(1024, ge=1)  # the refinement's log-sum-exp runs over each user's top items
     hutchinson_samples: int = Field(16, ge=1)
@@ -130,11 +130,6 @@ class TrainConfig(StageConfig):
             raise ValueError(
                 f"hard_negatives_from_epoch={self.hard_negatives_from_epoch} needs negative_candidates > 1 "
                 "(with 1 candidate every epoch draws uniform negatives)"
-            )
-        if self.refine_user_codes > 0 and self.bits != 1:
-            raise ValueError(
-                f"refine_user_codes={self.refine_user_codes} flips bits of 1-bit user codes; bits={self.bits} has none to flip "
-                "(use 0, or bits=1)"
             )
         if self.bits != 32 and self.float_warmup_epochs >= self.epochs:  # float32 runs have no quantizer to switch on
             raise ValueError(

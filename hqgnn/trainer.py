@@ -208,7 +208,7 @@ class Trainer:
             self.save()
             if self.on_epoch:
                 self.on_epoch(self.history[-1])
-        if self.status != "running" and self.cfg.refine_user_codes > 0 and self.writes_files:
+        if self.status != "running" and self.cfg.refine_user_codes > 0 and self.cfg.bits == 1 and self.writes_files:
             self._refine_user_codes()
         seconds = sum(r["epoch_seconds"] for r in self.history)
         return FitResult(self.best_epoch, dict(self.best_valid), self.epoch, seconds, self.status, list(self.history),

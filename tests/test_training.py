@@ -347,3 +347,10 @@ def test_a_kill_during_code_refinement_resumes_to_the_same_codes(workdir: WorkDi
     again = train(workdir, TrainConfig(resume=True, run="refine-killed", device="cpu"))  # done: not refined twice
     c = torch.load(again.path / "best.pt", weights_only=False)
     assert torch.equal(b["user_emb"], c["user_emb"]) and again.best_valid == resumed.best_valid
+
+
+def test_code_refinement_is_for_1_bit_runs_only(workdir: WorkDir) -> None:
+    """Other widths ignore ``refine_user_codes``, so one train config serves a sweep over widths."""
+    res = train(workdir, TrainConfig(bits=4, estimator="ste", epochs=2, refine_user_codes=3, run="refine-4bit", **FAST))
+    assert "code_refinement" not in torch.load(res.path / "best.pt", weights_only=False)
+    assert json.loads((res.path / "summary.json").read_text())["code_refinement"] is None
