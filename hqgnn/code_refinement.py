@@ -64,25 +64,29 @@ def refine_round(
 
     Args:
         users: float encoder outputs ``[U, d]`` (their signs are the codes); items: ``[I, d]``.
-        train: the interactions the objective fits (``[U, I]``), on the CPU.
+        train: the interactions the objective fits (``[U, I]``).
         on_batch: called with (users done, users total) after each batch.
     Returns:
         the users ``[U, d]`` with flipped signs (magnitudes kept), and the number of flips.
     """
     device = users.device
     item_codes = fake_quantize(items, 1)  # [I, d]
+    # Σ_{p ∈ P_u} s_p b_p and |P_u| of every user, once per round: one gather over the train entries
+    # (a dense [C, I] mask times the item codes per batch cost a tenth of the round on Gowalla)
+    positive_sum = torch.zeros_like(users).index_add_(0, train.rows().to(device), item_codes[train.indices.to(device)])
+    positives = train.row_lengths().to(device, users.dtype)  # [U]
     out, flips = users.clone(), 0
     for start in range(0, users.shape[0], batch_users):
-        rows = torch.arange(start, min(start + batch_users, users.shape[0]))
-        x = users[rows.to(device)]
-        pos_mask = train.dense_rows(rows, device).to(users.dtype)  # [C, I]
-        gain, bit = best_flips(fake_quantize(x, 1), item_codes, pos_mask @ item_codes, pos_mask.sum(1), temperature, top_m)
-        take = torch.nonzero((gain > 0) & (pos_mask.sum(1) > 0)).flatten()
+        end = min(start + batch_users, users.shape[0])
+        rows = torch.arange(start, end, device=device)
+        x = users[rows]
+        gain, bit = best_flips(fake_quantize(x, 1), item_codes, positive_sum[rows], positives[rows], temperature, top_m)
+        take = torch.nonzero((gain > 0) & (positives[rows] > 0)).flatten()
         flipped = -x[take, bit[take]]
         # a 0 codes as +1: its flip must be negative to code as -1 (and keeps mean|x| to float precision)
         x[take, bit[take]] = torch.where(flipped == 0, -torch.finfo(x.dtype).tiny, flipped)
-        out[rows.to(device)] = x
+        out[rows] = x
         flips += int(take.numel())
         if on_batch:
-            on_batch(int(rows[-1]) + 1, users.shape[0])
+            on_batch(end, users.shape[0])
     return out, flips

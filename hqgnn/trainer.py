@@ -71,8 +71,8 @@ class Trainer:
     """Trains one run into ``run_dir`` (``last.pt``, ``best.pt``, ``history.{parquet,json}``).
 
     ``on_epoch(record)`` is called after each epoch with its history row; ``on_step(done, total)``
-    after each optimizer step (no host sync); ``on_refine(record)`` after each round of user-code
-    refinement. ``restore()`` continues from ``last.pt``.
+    after each optimizer step (no host sync) and, during user-code refinement, after each batch of
+    users; ``on_refine(record)`` after each refinement round. ``restore()`` continues from ``last.pt``.
     Data-parallel runs use :class:`hqgnn.distributed.DistributedTrainer` (``cfg.nproc > 1``).
     """
 
