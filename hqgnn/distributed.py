@@ -21,7 +21,8 @@ Why an explicit ``all_reduce`` in a gradient hook, not ``DistributedDataParallel
   Communication per step is one dense all-reduce of ``4·N·d`` bytes (docs/scaling.md).
 
 Rank 0 alone estimates GSTE's δ and evaluates validation metrics and broadcasts both (so every
-rank takes the same early-stopping decision); rank 0 alone writes checkpoints and history, and alone refines 1-bit user codes after the last epoch.
+rank takes the same early-stopping decision); rank 0 alone writes checkpoints and history, and
+alone refines 1-bit user codes after the last epoch.
 """
 
 from __future__ import annotations
