@@ -23,7 +23,7 @@ from timing import interleaved_medians  # noqa: E402  (bench/ is the script's fo
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.train_speed import read_train, train_only  # noqa: E402
-from hqgnn.config import TrainConfig  # noqa: E402
+from flows.config import TrainConfig  # noqa: E402
 from hqgnn.dataset import SplitData  # noqa: E402
 from hqgnn.trainer import Trainer  # noqa: E402
 

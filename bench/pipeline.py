@@ -23,9 +23,9 @@ from unittest import mock
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from hqgnn.config import IngestConfig, PrepareConfig  # noqa: E402
+from flows.config import IngestConfig, PrepareConfig  # noqa: E402
+from flows.workdir import WorkDir  # noqa: E402
 from hqgnn.synthetic import SyntheticSpec, write_interactions  # noqa: E402
-from hqgnn.workdir import WorkDir  # noqa: E402
 
 
 def spec_for(rows: int) -> SyntheticSpec:

@@ -26,14 +26,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from flows.config import TrainConfig  # noqa: E402
+from flows.split_files import load_split, write_split  # noqa: E402
 from flows.stages.train import train  # noqa: E402
-from hqgnn.config import TrainConfig  # noqa: E402
-from hqgnn.dataset import SplitData, load_split, write_split  # noqa: E402
+from flows.trained_runs import load_run  # noqa: E402
+from flows.workdir import WorkDir  # noqa: E402
+from hqgnn.dataset import SplitData  # noqa: E402
 from hqgnn.metrics import evaluate_ranking  # noqa: E402
 from hqgnn.quant import quantize  # noqa: E402
 from hqgnn.rotation import itq_rotation  # noqa: E402
-from hqgnn.runs import load_run  # noqa: E402
-from hqgnn.workdir import WorkDir  # noqa: E402
 
 
 def read_lightgcn(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -3,7 +3,7 @@
 Reads what the existing tools wrote and prints markdown tables (test split, the shipped variant:
 the codes for b < 32 bits, the float embeddings for 32):
 
-- ``--sweep LABEL=DIR``: a ``reports/sweep-<id>/comparison.parquet`` of ``flows/sweep_flow.py``
+- ``--sweep LABEL=DIR``: a ``reports/sweep-<id>/comparison.parquet`` of ``flows/sweep.py``
   (LABEL is appended to the estimator, e.g. ``δ×3``; empty for the main grid). Cells of several
   seeds give mean ± spread (half the range) over seeds.
 - ``--report LABEL=DIR``: one ``reports/<run>/metrics.json`` of ``hqgnn evaluate``.
@@ -177,8 +177,8 @@ def plot(s: pd.DataFrame, path: Path, title: str) -> None:
 
 def gste_effect(model_dir: Path) -> str:
     """How far GSTE's factor ``1 + δ·sign(g)·(x − x̂)`` moves from 1 (= STE) at the run's best checkpoint and last δ."""
+    from flows.trained_runs import load_run
     from hqgnn.quant import quantize
-    from hqgnn.runs import load_run
 
     run = load_run(model_dir)
     if run.bits == 32:

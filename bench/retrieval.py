@@ -35,13 +35,13 @@ from timing import interleaved_medians  # noqa: E402  (bench/ is the script's fo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from flows.split_files import load_split  # noqa: E402
+from flows.trained_runs import load_run  # noqa: E402
 from hqgnn.codes import CodeTable, code_bytes  # noqa: E402
-from hqgnn.dataset import load_split  # noqa: E402
 from hqgnn.interactions import InteractionMatrix  # noqa: E402
 from hqgnn.metrics import exclusion_mask  # noqa: E402
 from hqgnn.quant import quantize  # noqa: E402
 from hqgnn.retrieval import Retriever  # noqa: E402
-from hqgnn.runs import load_run  # noqa: E402
 
 
 def main() -> None:

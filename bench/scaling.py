@@ -36,8 +36,8 @@ import psutil
 import torch
 from timing import median_seconds  # noqa: E402  (bench/ is the script's folder)
 
+from flows.config import TrainConfig
 from hqgnn.codes import CodeTable
-from hqgnn.config import TrainConfig
 from hqgnn.dataset import SplitData
 from hqgnn.delta import DeltaState
 from hqgnn.graph import normalized_adjacency

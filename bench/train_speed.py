@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.quality import read_lightgcn  # noqa: E402
-from hqgnn.config import TrainConfig  # noqa: E402
+from flows.config import TrainConfig  # noqa: E402
 from hqgnn.dataset import SplitData  # noqa: E402
 from hqgnn.graph import bipartite_edge_index  # noqa: E402
 from hqgnn.interactions import InteractionMatrix  # noqa: E402

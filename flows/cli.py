@@ -8,6 +8,7 @@ Heavy imports (torch, duckdb, GX) happen inside the commands, so ``--help`` stay
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -17,11 +18,9 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
 
-from hqgnn.config import (
-    PipelineConfig,
-)
-from hqgnn.errors import HqgnnError
-from hqgnn.workdir import DEFAULT_WORKDIR, WorkDir
+from flows.config import PipelineConfig
+from flows.errors import HqgnnError
+from flows.workdir import DEFAULT_WORKDIR, WorkDir
 
 app = typer.Typer(
     name="hqgnn",
@@ -181,16 +180,6 @@ def train(
             bits=bits, estimator=estimator, epochs=epochs, device=device, resume=resume or None,
             run=run, snapshot=snapshot, seed=seed, nproc=nproc,
         )
-        started = 1
-        if cfg.resume:  # by default continue with as many processes as the run was started with
-            from flows.stages.train_ddp import resume_nproc
-
-            started = resume_nproc(WorkDir(workdir), cfg.run)
-            cfg = cfg if nproc is not None else with_overrides(cfg, nproc=started)
-        if cfg.nproc > 1 or started > 1:  # a distributed run resumes through torchrun, even on 1 process
-            from flows.stages.train_ddp import train_distributed
-
-            return train_distributed(WorkDir(workdir), cfg)
         return run_train(WorkDir(workdir), cfg)
 
     _run(debug, go)
@@ -248,8 +237,6 @@ def recommend(
 
     def go() -> Any:
         load_pipeline_config(config)  # validate the file even though recommend has no section
-        if rank_by not in ("score", "hamming"):
-            raise HqgnnError(f"--rank-by must be score or hamming, got {rank_by!r}")
         return run_recommend(WorkDir(workdir), user, k, rank_by)
 
     _run(debug, go)
@@ -266,7 +253,7 @@ def run_all(
     """The whole pipeline as the Prefect flow `hqgnn`: ingest (files from the config, or the demo
     data), prepare, train, export, evaluate. Runs in Prefect's ephemeral mode (no server needed)
     unless PREFECT_API_URL points at a server."""
-    from flows.pipeline_flow import quiet_console_tracebacks, run_flow
+    from flows.pipeline import run_flow
 
     if not debug:
         quiet_console_tracebacks()
@@ -312,18 +299,15 @@ def sweep(
 ) -> None:
     """Train and evaluate a grid of bits x estimators x seeds in parallel (Prefect flow
     `hqgnn-sweep` on Dask); prints the comparison table, written to reports/sweep-<id>/."""
-    from typing import get_args
-
-    from hqgnn.config import Bits, Estimator
+    from hqgnn.bits import ALL_BITS, QUANT_ESTIMATORS
 
     def go() -> Path:
         cfg = load_pipeline_config(config)
         train_cfg = with_overrides(cfg.train, epochs=epochs, device=device, snapshot=snapshot)
         ks = None if k is None else tuple(_parse_list("--k", k, int, (), [20]))
         eval_cfg = with_overrides(cfg.evaluate, ks=ks)
-        quantized = tuple(e for e in get_args(Estimator) if e != "none")  # 32 bits is "none" by itself
-        grid_bits = _parse_list("--bits", bits, int, get_args(Bits), list(get_args(Bits)))
-        grid_estimators = _parse_list("--estimator", estimator, str, quantized, list(quantized))
+        grid_bits = _parse_list("--bits", bits, int, ALL_BITS, list(ALL_BITS))
+        grid_estimators = _parse_list("--estimator", estimator, str, QUANT_ESTIMATORS, list(QUANT_ESTIMATORS))  # 32 bits is "none" by itself
         grid_seeds = _parse_list("--seeds", seeds, int, (), [train_cfg.seed])
         if workers < 1 or threads < 0:
             raise HqgnnError(f"--workers must be >= 1 and --threads >= 0, got {workers} and {threads}")
@@ -331,8 +315,7 @@ def sweep(
         if not split.is_dir():
             raise HqgnnError(f"no split snapshot {split}: run `hqgnn prepare` first")
 
-        from flows.pipeline_flow import quiet_console_tracebacks
-        from flows.sweep_flow import hqgnn_sweep
+        from flows.sweep import hqgnn_sweep
 
         if not debug:
             quiet_console_tracebacks()
@@ -345,6 +328,34 @@ def sweep(
     out = _run(debug, go)
     typer.echo((out / "comparison.md").read_text(), nl=False)
     console.print(f"sweep: table, plot and per-cell rows in {out}", highlight=False, soft_wrap=True)
+
+
+class _OneLineFormatter(logging.Formatter):
+    """Wraps a console formatter so log records print without their traceback."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        try:
+            return self.inner.format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
+def quiet_console_tracebacks() -> None:
+    """Keep tracebacks out of the terminal (flow commands without ``--debug``): Prefect's console
+    handlers print one line per record; the run's log in Prefect (API handler) keeps the full
+    traceback, so the real cause stays on record."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for logger in [logging.getLogger(), *(logging.getLogger(n) for n in logging.root.manager.loggerDict)]:
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, PrefectConsoleHandler) and not isinstance(handler.formatter, _OneLineFormatter):
+                handler.setFormatter(_OneLineFormatter(handler.formatter))
 
 
 TELEMETRY_OFF = {

@@ -46,8 +46,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from flows import contracts_dir as default_contracts_dir
-from hqgnn.errors import DataContractError, HqgnnError
+from flows.errors import DataContractError, HqgnnError
+from flows.paths import contracts_dir as default_contracts_dir
 
 TABLE = "table"  # name of the view that is the data itself
 _AUTO_PARAMS = {"rows"}
@@ -262,7 +262,7 @@ def read_parquet(path: Path) -> pd.DataFrame:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from hqgnn.errors import InputError
+    from flows.errors import InputError
 
     try:
         table = pq.read_table(path)

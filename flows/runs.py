@@ -1,7 +1,7 @@
 """The ``runs`` table of the warehouse: one row per run of the Prefect flow ``hqgnn``.
 
 The row is written when a run starts (status ``running``) and replaced when it ends
-(``completed``, ``partial`` when a stage has not landed yet, or ``failed`` with the message), by
+(``completed``, or ``failed`` with the message), by
 ``sql/runs.sql`` through the warehouse's SQL runner. A DuckDB file admits one process at a time,
 so the connection is opened only for the write.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 from flows.warehouse import connect, run_sql
 
-STATUSES = ("running", "completed", "partial", "failed")
+STATUSES = ("running", "completed", "failed")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 import duckdb
 
-from flows import sql_dir
+from flows.paths import sql_dir
 
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _COMMENT = re.compile(r"--[^\n]*")

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from hqgnn.workdir import atomic_write_bytes
+from hqgnn.files import atomic_write_bytes
 
 FORMAT_VERSION = 1
 

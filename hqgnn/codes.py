@@ -20,18 +20,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-CODE_BITS = (1, 2, 4, 8, 32)
+from hqgnn.bits import check_bits, is_float
 
 
 def code_bytes(bits: int, dim: int) -> int:
     """Bytes of one packed code of ``dim`` values of ``bits`` bits (see module docstring)."""
     if bits == 1:
         return 8 * ((dim + 63) // 64)
-    if bits in (2, 4, 8):
-        return (bits * dim + 7) // 8
-    if bits == 32:
+    if is_float(check_bits(bits)):
         return 4 * dim
-    raise ValueError(f"bits must be one of {CODE_BITS}, got {bits!r}")
+    return (bits * dim + 7) // 8
 
 
 def pack_codes(values: np.ndarray, bits: int) -> np.ndarray:
@@ -40,7 +38,7 @@ def pack_codes(values: np.ndarray, bits: int) -> np.ndarray:
     if values.ndim != 2:
         raise ValueError(f"codes must be [n, dim], got shape {values.shape}")
     n, dim = values.shape
-    if bits == 32:
+    if is_float(check_bits(bits)):
         return np.ascontiguousarray(values.astype("<f4")).view(np.uint8).reshape(n, 4 * dim)
     if bits == 1:
         if values.size and not np.isin(values, (-1, 1)).all():
@@ -48,8 +46,6 @@ def pack_codes(values: np.ndarray, bits: int) -> np.ndarray:
         pad = code_bytes(1, dim) * 8 - dim
         signs = np.pad(values > 0, ((0, 0), (0, pad)))
         return np.packbits(signs, axis=1, bitorder="little")
-    if bits not in (2, 4, 8):
-        raise ValueError(f"bits must be one of {CODE_BITS}, got {bits!r}")
     lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     if values.size and (values.min() < lo or values.max() > hi):
         raise ValueError(f"{bits}-bit codes must lie in [{lo}, {hi}], got [{values.min()}, {values.max()}]")
@@ -66,7 +62,7 @@ def unpack_codes(packed: np.ndarray, bits: int, dim: int) -> np.ndarray:
     n = packed.shape[0]
     if packed.ndim != 2 or packed.shape[1] != code_bytes(bits, dim):
         raise ValueError(f"expected packed codes [n, {code_bytes(bits, dim)}] for bits={bits}, dim={dim}; got {packed.shape}")
-    if bits == 32:
+    if is_float(bits):
         return packed.view("<f4").reshape(n, dim).astype(np.float32)
     if bits == 1:
         signs = np.unpackbits(packed, axis=1, count=dim, bitorder="little")
@@ -121,7 +117,7 @@ class CodeTable:
     def from_values(cls, values: np.ndarray, scale: np.ndarray, bits: int) -> CodeTable:
         """From unpacked codes ``[n, dim]`` (int; float for 32 bits) and scales ``[n]``."""
         values = np.asarray(values)
-        values = values.astype(np.float32 if bits == 32 else np.int8)
+        values = values.astype(np.float32 if is_float(bits) else np.int8)
         scale = np.asarray(scale, dtype=np.float32).reshape(-1)
         return cls(bits, values.shape[1], pack_codes(values, bits), values, scale)
 

@@ -1,29 +1,20 @@
-"""Reading (and, for tests and benchmarks, writing) a split snapshot folder.
+"""One split snapshot in memory: the interaction matrices and id maps the trainer and evaluation read.
 
-Layout of ``splits/<snapshot>/`` (written by ``hqgnn prepare``):
-``train.parquet``, ``valid.parquet``, ``test.parquet`` (``user_idx int32, item_idx int32,
-timestamp int64`` nullable), ``users.parquet`` (``user_idx int32, user_id string, n_train int32``),
-``items.parquet`` (``item_idx int32, item_id string, n_train int32``) and ``manifest.json``
-(``snapshot``, ``num_users``, ``num_items``, …).
+The files of a snapshot folder (``splits/<snapshot>/``) are read and written by the application
+(``flows.split_files``); the library only sees this dataclass.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from hqgnn.errors import InputError
 from hqgnn.interactions import InteractionMatrix
-from hqgnn.workdir import atomic_write_json
 
 SPLITS = ("train", "valid", "test")
-REQUIRED_FILES = (*(f"{s}.parquet" for s in SPLITS), "users.parquet", "items.parquet", "manifest.json")
 
 
 @dataclass(frozen=True)
@@ -40,85 +31,3 @@ class SplitData:
     snapshot: str
     path: Path
     manifest: dict[str, Any]
-
-
-def load_split(split_dir: Path) -> SplitData:
-    """Read a split folder; a missing file or column, or an index out of range, is an :class:`InputError`."""
-    split_dir = Path(split_dir)
-    missing = [f for f in REQUIRED_FILES if not (split_dir / f).is_file()]
-    if missing:
-        raise InputError(f"split folder {split_dir} is missing {', '.join(missing)} (run `hqgnn prepare` first)")
-    manifest = json.loads((split_dir / "manifest.json").read_text())
-    for key in ("num_users", "num_items"):
-        if not isinstance(manifest.get(key), int) or manifest[key] <= 0:
-            raise InputError(f"{split_dir / 'manifest.json'}: {key!r} must be a positive integer, got {manifest.get(key)!r}")
-    n_u, n_i = manifest["num_users"], manifest["num_items"]
-    user_ids = _id_map(split_dir / "users.parquet", "user_idx", "user_id", n_u)
-    item_ids = _id_map(split_dir / "items.parquet", "item_idx", "item_id", n_i)
-    mats = {s: _interactions(split_dir / f"{s}.parquet", n_u, n_i) for s in SPLITS}
-    return SplitData(
-        train=mats["train"], valid=mats["valid"], test=mats["test"], num_users=n_u, num_items=n_i,
-        user_ids=user_ids, item_ids=item_ids, snapshot=str(manifest.get("snapshot", split_dir.name)),
-        path=split_dir, manifest=manifest,
-    )
-
-
-def _columns(path: Path, names: tuple[str, ...]) -> pa.Table:
-    schema_names = pq.read_schema(path).names
-    absent = [c for c in names if c not in schema_names]
-    if absent:
-        raise InputError(f"{path}: missing column(s) {absent}; found {schema_names}")
-    return pq.read_table(path, columns=list(names))
-
-
-def _interactions(path: Path, n_u: int, n_i: int) -> InteractionMatrix:
-    t = _columns(path, ("user_idx", "item_idx"))
-    u = t.column("user_idx").to_numpy(zero_copy_only=False).astype(np.int64)
-    i = t.column("item_idx").to_numpy(zero_copy_only=False).astype(np.int64)
-    try:
-        return InteractionMatrix.from_pairs(u, i, n_u, n_i)
-    except ValueError as e:
-        raise InputError(f"{path}: {e}") from e
-
-
-def _id_map(path: Path, idx_col: str, id_col: str, n: int) -> np.ndarray:
-    t = _columns(path, (idx_col, id_col))
-    idx = t.column(idx_col).to_numpy(zero_copy_only=False).astype(np.int64)
-    if idx.size != n or not np.array_equal(np.sort(idx), np.arange(n)):
-        raise InputError(f"{path}: column {idx_col!r} must hold each of 0..{n - 1} exactly once (manifest), got {idx.size} rows")
-    ids = np.asarray(t.column(id_col).to_pylist(), dtype=object)
-    out = np.empty(n, dtype=object)
-    out[idx] = ids
-    return out
-
-
-def write_split(
-    split_dir: Path,
-    pairs: dict[str, tuple[np.ndarray, np.ndarray]],
-    num_users: int,
-    num_items: int,
-    snapshot: str | None = None,
-) -> Path:
-    """Write a split folder in the layout above from ``{"train": (users, items), "valid": …, "test": …}``.
-
-    For tests and benchmarks (``hqgnn prepare`` writes the real ones); ids are ``u<idx>`` / ``i<idx>``.
-    """
-    split_dir = Path(split_dir)
-    split_dir.mkdir(parents=True, exist_ok=True)
-    for name in SPLITS:
-        u, i = (np.asarray(a) for a in pairs[name])
-        table = pa.table({
-            "user_idx": pa.array(u, pa.int32()), "item_idx": pa.array(i, pa.int32()),
-            "timestamp": pa.nulls(len(u), pa.int64()),
-        })
-        pq.write_table(table, split_dir / f"{name}.parquet")
-    tu, ti = (np.asarray(a) for a in pairs["train"])
-    for kind, n, col in (("user", num_users, tu), ("item", num_items, ti)):
-        counts = np.bincount(col.astype(np.int64), minlength=n).astype(np.int32)
-        pq.write_table(pa.table({
-            f"{kind}_idx": pa.array(np.arange(n), pa.int32()),
-            f"{kind}_id": pa.array([f"{kind[0]}{k}" for k in range(n)], pa.string()),
-            "n_train": pa.array(counts, pa.int32()),
-        }), split_dir / f"{kind}s.parquet")
-    atomic_write_json(split_dir / "manifest.json", {"snapshot": snapshot or split_dir.name, "num_users": num_users, "num_items": num_items})
-    return split_dir

@@ -23,10 +23,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hqgnn.config import TrainConfig
 from hqgnn.hessian import gste_delta, gste_delta_per_dimension, hutchinson
 from hqgnn.loss import bpr_loss
 from hqgnn.quant import fake_quantize
+from hqgnn.recipe import TrainRecipe
 from hqgnn.sampler import BPRSampler
 
 
@@ -62,7 +62,7 @@ class DeltaState:
         return self.user, self.item
 
 
-def estimate_delta(user_out: Tensor, item_out: Tensor, sampler: BPRSampler, cfg: TrainConfig, seed: int) -> DeltaState:
+def estimate_delta(user_out: Tensor, item_out: Tensor, sampler: BPRSampler, cfg: TrainRecipe, seed: int) -> DeltaState:
     """δ for the user and item tables from float encoder outputs ``[num_users, d]``, ``[num_items, d]``.
 
     Uses ``cfg.hutchinson_batches`` batches of ``cfg.batch_size`` triples drawn from a generator

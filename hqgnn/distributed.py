@@ -38,10 +38,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from hqgnn.config import TrainConfig
 from hqgnn.dataset import SplitData
 from hqgnn.delta import DeltaState
-from hqgnn.errors import InputError
+from hqgnn.recipe import TrainRecipe
 from hqgnn.sampler import BPRSampler
 from hqgnn.trainer import Trainer, resolve_device
 
@@ -65,7 +64,7 @@ def init_process_group(device: str = "auto", timeout_s: float = 1800.0) -> DistC
     CPU: gloo, with ``cpu_count // local_world_size`` intra-op threads per process."""
     missing = [k for k in TORCHRUN_ENV if k not in os.environ]
     if missing:
-        raise InputError(f"distributed training needs torchrun's environment; {', '.join(missing)} not set "
+        raise ValueError(f"distributed training needs torchrun's environment; {', '.join(missing)} not set "
                          "(launch with `hqgnn train --nproc N` or `torchrun ... -m flows.stages.train_ddp`)")
     rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
     dev = resolve_device(device)
@@ -131,7 +130,7 @@ class DistributedTrainer(Trainer):
 
     def __init__(
         self,
-        cfg: TrainConfig,
+        cfg: TrainRecipe,
         data: SplitData,
         run_dir: Path,
         ctx: DistContext,

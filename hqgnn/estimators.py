@@ -17,8 +17,6 @@ from torch import Tensor
 
 from hqgnn.quant import fake_quantize
 
-ESTIMATORS = ("ste", "gste")
-
 
 class _GeneralizedSTE(torch.autograd.Function):
     """``x̂ = Q_bits(x)``; backward ``g ⊙ (1 + δ sign(g) ⊙ (x − x̂))`` (δ = 0: plain STE).

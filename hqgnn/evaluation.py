@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from hqgnn.bits import is_float
 from hqgnn.codes import CodeTable
 from hqgnn.interactions import InteractionMatrix
 from hqgnn.metrics import evaluate_ranking
@@ -42,7 +43,7 @@ def code_tables(
     user_q: QuantizedTable | None = None, item_q: QuantizedTable | None = None,
 ) -> tuple[CodeTable, CodeTable]:
     """User and item :class:`CodeTable`s of a run: its quantized tables, or float32 for 32 bits."""
-    if bits == 32 or user_q is None or item_q is None:
+    if is_float(bits) or user_q is None or item_q is None:
         return CodeTable.from_float(user_emb.cpu().numpy()), CodeTable.from_float(item_emb.cpu().numpy())
     return (
         CodeTable.from_values(user_q.codes.cpu().numpy(), user_q.scale.cpu().numpy(), bits),
@@ -78,7 +79,7 @@ def build_variants(
     fu, fi = CodeTable.from_float(user_emb.cpu().numpy()), CodeTable.from_float(item_emb.cpu().numpy())
     fr = Retriever(fu, fi)
     out = [Variant("float", 32, "score", fr, fr.scores, 4 * dim, 4 * dim)]
-    if users.bits == 32:
+    if is_float(users.bits):
         return out
     cr = Retriever(users, items, "score")
     packed = items.bytes_per_row

@@ -22,7 +22,6 @@ BLOB to a BITSTRING and ``bit_count(xor(u.code::BIT, i.code::BIT))`` is the Hamm
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from hqgnn.codes import CodeTable, code_bytes, unpack_codes
-from hqgnn.errors import InputError
 
 CODE_FILES = {"user": "users.parquet", "item": "items.parquet"}
 
@@ -65,37 +63,21 @@ def write_code_table(path: Path, table: pa.Table) -> None:
     pq.write_table(table, path, compression="zstd", use_dictionary=True)
 
 
-@dataclass(frozen=True)
-class CodeVersion:
-    """One exported version read back: manifest, code tables and original ids by dense index."""
-
-    path: Path
-    manifest: dict[str, Any]
-    users: CodeTable
-    items: CodeTable
-    user_ids: np.ndarray
-    item_ids: np.ndarray
-
-    @property
-    def bits(self) -> int:
-        return self.users.bits
-
-
 def read_code_table(path: Path, kind: str, bits: int, dim: int) -> tuple[CodeTable, np.ndarray]:
     """Read ``users.parquet``/``items.parquet``: the codes and the original ids, by dense index."""
     idx_col, id_col = f"{kind}_idx", f"{kind}_id"
     try:
         t = pq.read_table(path, columns=[idx_col, id_col, "code", "scale"])
     except (OSError, pa.ArrowException) as e:
-        raise InputError(f"{path}: cannot read the {kind} codes: {e}") from e
+        raise ValueError(f"{path}: cannot read the {kind} codes: {e}") from e
     nb = code_bytes(bits, dim)
     idx = t.column(idx_col).to_numpy().astype(np.int64)
     if not np.array_equal(np.sort(idx), np.arange(len(idx))):
-        raise InputError(f"{path}: column {idx_col!r} is not a dense 0..{len(idx) - 1} index")
+        raise ValueError(f"{path}: column {idx_col!r} is not a dense 0..{len(idx) - 1} index")
     try:
         fixed = t.column("code").combine_chunks().cast(pa.binary(nb))
     except pa.ArrowInvalid as e:
-        raise InputError(f"{path}: column 'code' must hold {nb} bytes per row for bits={bits}, dim={dim}: {e}") from e
+        raise ValueError(f"{path}: column 'code' must hold {nb} bytes per row for bits={bits}, dim={dim}: {e}") from e
     raw = np.frombuffer(fixed.buffers()[1], dtype=np.uint8)[fixed.offset * nb : (fixed.offset + len(fixed)) * nb]
     packed = np.empty((len(idx), nb), dtype=np.uint8)
     packed[idx] = raw.reshape(-1, nb)
@@ -104,19 +86,6 @@ def read_code_table(path: Path, kind: str, bits: int, dim: int) -> tuple[CodeTab
     ids = np.empty(len(idx), dtype=object)
     ids[idx] = np.asarray(t.column(id_col).to_pylist(), dtype=object)
     return CodeTable(bits, dim, packed, unpack_codes(packed, bits, dim), scale), ids
-
-
-def read_code_version(path: Path) -> CodeVersion:
-    """Read ``codes/<version>/`` (manifest.json, users.parquet, items.parquet)."""
-    path = Path(path)
-    mpath = path / "manifest.json"
-    if not mpath.is_file():
-        raise InputError(f"{path} has no manifest.json: not a code version written by `hqgnn export`")
-    manifest = json.loads(mpath.read_text())
-    bits, dim = int(manifest["bits"]), int(manifest["dim"])
-    users, user_ids = read_code_table(path / CODE_FILES["user"], "user", bits, dim)
-    items, item_ids = read_code_table(path / CODE_FILES["item"], "item", bits, dim)
-    return CodeVersion(path, manifest, users, items, user_ids, item_ids)
 
 
 def consistency_failures(path: Path, kind: str, table: CodeTable, ids: np.ndarray) -> list[str]:

@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hqgnn.workdir import atomic_write_bytes, atomic_write_json
+from hqgnn.files import atomic_write_bytes, atomic_write_json
 
 
 def write_history(run_dir: Path, rows: list[dict[str, Any]]) -> None:

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-SUPPORTED_BITS = (1, 2, 4, 8)
+from hqgnn.bits import check_bits
+
 CLIP_RATIO = {2: 1.71, 4: 2.55, 8: 4.0}  # clipping at k · rms: MSE-optimal for Gaussian data (ACIQ)
 _EPS = 1e-12
 
@@ -79,5 +80,4 @@ def _codes_and_scale(x: Tensor, bits: int) -> tuple[Tensor, Tensor]:
 
 
 def _check_bits(bits: int) -> None:
-    if bits not in SUPPORTED_BITS:
-        raise ValueError(f"bits must be one of {SUPPORTED_BITS} (32 = float, no codes), got {bits!r}")
+    check_bits(bits, allow_float=False)

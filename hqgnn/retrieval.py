@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from hqgnn.bits import is_float
 from hqgnn.codes import CodeTable
 from hqgnn.interactions import InteractionMatrix
 from hqgnn.metrics import exclusion_mask, masked_topk
@@ -129,11 +130,23 @@ class Retriever:
         for start in range(0, self.num_items, self.item_block):
             block = self._values[start : start + self.item_block].to(torch.float32)
             torch.matmul(q, block.T, out=out[:, start : start + block.shape[0]])
-        if self.bits != 32:
+        if not is_float(self.bits):
             out *= self._scale
         return out
 
     # ------------------------------------------------------------------ top-K
+
+    def recommend(self, user: int, k: int, seen: InteractionMatrix) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` items of one user, best first, the user's ``seen`` items (a ``[1, num_items]``
+        matrix: row 0 is this user) skipped: int64 item indices ``[<=k]`` and the model's scores
+        ``s_u s_i <q_u, q_i>`` (float32; int32 Hamming distances for ``rank_by="hamming"``).
+        The ranking is :meth:`topk`'s, ties by lower item index."""
+        one = Retriever(self.users.subset(np.array([user])), self.items, self.rank_by)
+        got, scores = one.topk(np.array([0]), k, [seen])
+        keep = got[0] >= 0
+        if self.rank_by == "hamming":
+            return got[0][keep], scores[0][keep]
+        return got[0][keep], scores[0][keep] * self.users.scale[user]
 
     def topk(
         self,
@@ -189,7 +202,7 @@ class Retriever:
         for start in range(0, self.num_items, self.item_block):
             block = self._values[start : start + self.item_block].to(torch.float32)
             scores = q @ block.T
-            if self.bits != 32:
+            if not is_float(self.bits):
                 scores *= self._scale[start : start + block.shape[0]]
             idx, block_top = _best_of(scores, mask[:, start : start + block.shape[0]] if mask is not None else None, k)
             cand_idx.append(idx + start)

@@ -25,17 +25,16 @@ from torch import Tensor
 
 from hqgnn.checkpoint import load_checkpoint, save_checkpoint
 from hqgnn.code_refinement import refine_round
-from hqgnn.config import TrainConfig
 from hqgnn.dataset import SplitData
 from hqgnn.delta import DeltaState, estimate_delta
 from hqgnn.encoder import LightGCNEncoder
-from hqgnn.errors import InputError
 from hqgnn.estimators import straight_through
 from hqgnn.graph import normalized_adjacency
 from hqgnn.history import write_history
 from hqgnn.loss import bpr_loss, l2_penalty
 from hqgnn.metrics import evaluate_ranking
 from hqgnn.quant import fake_quantize
+from hqgnn.recipe import TrainRecipe
 from hqgnn.rotation import itq_rotation
 from hqgnn.sampler import BPRSampler, hardest_negatives
 
@@ -44,13 +43,13 @@ EVAL_KS = (20, 50)
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; ``cuda`` without CUDA is an :class:`InputError`."""
+    """``auto`` → CUDA when available, else CPU; ``cuda`` without CUDA is an ``ValueError``."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: CUDA is not available on this machine (torch.cuda.is_available() is false); use --device cpu or auto")
+        raise ValueError("--device cuda: CUDA is not available on this machine (torch.cuda.is_available() is false); use --device cpu or auto")
     if name not in ("cpu", "cuda"):
-        raise InputError(f"--device must be auto, cpu or cuda, got {name!r}")
+        raise ValueError(f"--device must be auto, cpu or cuda, got {name!r}")
     return torch.device(name)
 
 
@@ -73,7 +72,7 @@ class Trainer:
     ``on_epoch(record)`` is called after each epoch with its history row; ``on_step(done, total)``
     after each optimizer step (no host sync) and, during user-code refinement, after each batch of
     users; ``on_refine(record)`` after each refinement round. ``restore()`` continues from ``last.pt``.
-    Data-parallel runs use :class:`hqgnn.distributed.DistributedTrainer` (``cfg.nproc > 1``).
+    Data-parallel runs use :class:`hqgnn.distributed.DistributedTrainer`.
     """
 
     writes_files = True  # False on ranks > 0 of a distributed run (hqgnn.distributed)
@@ -81,7 +80,7 @@ class Trainer:
 
     def __init__(
         self,
-        cfg: TrainConfig,
+        cfg: TrainRecipe,
         data: SplitData,
         run_dir: Path,
         device: torch.device,
@@ -89,11 +88,9 @@ class Trainer:
         on_step: Callable[[int, int], None] | None = None,
         on_refine: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
-        if cfg.nproc > 1 and not torch.distributed.is_initialized():
-            raise InputError(f"nproc={cfg.nproc}: launch with `hqgnn train --nproc {cfg.nproc}` or torchrun (hqgnn.distributed)")
         self.cfg, self.data, self.run_dir, self.device = cfg, data, Path(run_dir), device
         self.on_epoch, self.on_step, self.on_refine = on_epoch, on_step, on_refine
-        self.quantized = cfg.bits != 32
+        self.quantized = cfg.quantized
         self.quantizing = self.quantized and cfg.float_warmup_epochs == 0  # the quantizer is on in this epoch
         self.candidates = 1  # negative candidates per triple in this epoch (cfg.negative_candidates once hard negatives start)
         self.adj = normalized_adjacency(data.train, device)
@@ -320,7 +317,7 @@ class Trainer:
         """Continue from ``last.pt``: model, optimizer, schedule, RNG, δ, best metric, history."""
         state = load_checkpoint(path or self.run_dir / "last.pt")
         if state["model_args"] != self.model.model_args():
-            raise InputError(f"{path or self.run_dir / 'last.pt'}: model args {state['model_args']} do not match the split/config {self.model.model_args()}")
+            raise ValueError(f"{path or self.run_dir / 'last.pt'}: model args {state['model_args']} do not match the split/config {self.model.model_args()}")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.schedule is not None and state["schedule"] is not None:

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from flows.config import TrainConfig
+from flows.split_files import write_split
+from flows.workdir import WorkDir, switch_pointer
 from hqgnn.checkpoint import save_checkpoint
-from hqgnn.config import TrainConfig
-from hqgnn.dataset import write_split
-from hqgnn.workdir import WorkDir, switch_pointer
 
 
 def planted(num_users: int = 60, num_items: int = 120, dim: int = 64, per_user: int = 12, seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:

@@ -8,8 +8,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from flows.workdir import WorkDir
 from hqgnn.synthetic import SyntheticSpec, write_interactions
-from hqgnn.workdir import WorkDir
 
 TINY = SyntheticSpec(num_users=150, num_items=100, mean_events_per_user=20, min_events_per_user=12, bad_rows=4, seed=3)
 COLUMNS = {"user": "user_id", "item": "item_id", "timestamp": "timestamp", "rating": "rating"}

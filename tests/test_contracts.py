@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flows import CONTRACTS_DIR
 from flows.contracts import (
     ContractUsageError,
     available_contracts,
@@ -19,7 +18,8 @@ from flows.contracts import (
     validate,
     validate_splits,
 )
-from hqgnn.errors import DataContractError
+from flows.errors import DataContractError
+from flows.paths import CONTRACTS_DIR
 
 REQUIRED = {
     "raw_interactions",

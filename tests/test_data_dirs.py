@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import flows
-from flows import DataDirNotFoundError, contracts_dir, data_dir, installed_data_roots, sql_dir
+import flows.paths
+from flows.paths import DataDirNotFoundError, contracts_dir, data_dir, installed_data_roots, sql_dir
 
 
 @pytest.fixture
@@ -19,9 +19,9 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     checkout, share = tmp_path / "checkout", tmp_path / "prefix" / "share" / "hqgnn"
     checkout.mkdir()
     (checkout / "pyproject.toml").write_text("[project]\nname = 'hqgnn'\n")
-    monkeypatch.setattr(flows, "REPO_ROOT", checkout)
-    monkeypatch.setattr(flows, "installed_data_roots", lambda: [share])
-    for env in flows.DATA_DIR_ENV.values():
+    monkeypatch.setattr(flows.paths, "REPO_ROOT", checkout)
+    monkeypatch.setattr(flows.paths, "installed_data_roots", lambda: [share])
+    for env in flows.paths.DATA_DIR_ENV.values():
         monkeypatch.delenv(env, raising=False)
     return {"checkout": checkout, "share": share}
 
@@ -35,7 +35,7 @@ def test_checkout_folders_come_first(fake: dict[str, Path]) -> None:
     _mk(fake["checkout"] / "sql", fake["checkout"] / "data_contracts", fake["share"] / "sql", fake["share"] / "data_contracts")
     assert sql_dir() == fake["checkout"] / "sql"
     assert contracts_dir() == fake["checkout"] / "data_contracts"
-    lazy = (flows.SQL_DIR, flows.CONTRACTS_DIR)  # the module attributes, resolved when read
+    lazy = (flows.paths.SQL_DIR, flows.paths.CONTRACTS_DIR)  # the module attributes, resolved when read
     assert lazy == (fake["checkout"] / "sql", fake["checkout"] / "data_contracts")
 
 
@@ -71,7 +71,7 @@ def test_installed_root_is_the_prefix_of_the_site_packages(tmp_path: Path, monke
     scheme = sysconfig.get_paths()
     prefix = tmp_path / "prefix"
     site = prefix / os.path.relpath(scheme["purelib"], scheme["data"])  # e.g. lib/python3.11/site-packages
-    monkeypatch.setattr(flows, "REPO_ROOT", site)
+    monkeypatch.setattr(flows.paths, "REPO_ROOT", site)
     assert installed_data_roots()[0] == prefix.resolve() / "share" / "hqgnn"
     assert Path(scheme["data"]) / "share" / "hqgnn" in installed_data_roots()
 

@@ -24,9 +24,9 @@ import httpx
 import pytest
 from pipeline_checks import check_published, tiny_params, tiny_raw_file
 
-from flows import REPO_ROOT
-from hqgnn.config import IngestConfig
-from hqgnn.workdir import WorkDir
+from flows.config import IngestConfig
+from flows.paths import REPO_ROOT
+from flows.workdir import WorkDir
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 

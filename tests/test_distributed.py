@@ -23,11 +23,10 @@ import torch
 import torch.multiprocessing as mp
 import yaml
 
-from hqgnn.config import TrainConfig
-from hqgnn.dataset import load_split, write_split
+from flows.config import TrainConfig
+from flows.split_files import load_split, write_split
+from flows.trained_runs import load_run
 from hqgnn.distributed import ShardedSampler, shard_bounds
-from hqgnn.errors import InputError
-from hqgnn.runs import load_run
 from hqgnn.sampler import BPRSampler
 from hqgnn.synthetic import SyntheticSpec, generate_interactions
 from hqgnn.trainer import Trainer
@@ -95,11 +94,6 @@ def test_sharded_sampler_slices_the_same_global_epoch(split_dir: Path, candidate
         assert sum(w for _, w in got) == pytest.approx(1.0)
         for k in range(3):  # users, positives, negatives: the slices put back together
             assert torch.equal(torch.cat([b[k] for b, w in got if w > 0]), whole[k])
-
-
-def test_plain_trainer_refuses_nproc_without_a_process_group(split_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="nproc=2"):
-        Trainer(TrainConfig(**{**CFG, "nproc": 2}), load_split(split_dir), tmp_path, torch.device("cpu"))
 
 
 class _Killed(Exception):

@@ -13,15 +13,15 @@ import pytest
 import torch
 from codes_fixtures import make_run, make_split, planted
 
+from flows.config import EvaluateConfig
+from flows.split_files import load_split
 from flows.stages.evaluate import evaluate
-from hqgnn.config import EvaluateConfig
-from hqgnn.dataset import load_split
+from flows.workdir import WorkDir
 from hqgnn.evaluation import code_tables, evaluate_run
 from hqgnn.interactions import InteractionMatrix
 from hqgnn.metrics import evaluate_ranking
 from hqgnn.quant import quantize
 from hqgnn.retrieval import Retriever
-from hqgnn.workdir import WorkDir
 
 
 def rows_of(m: InteractionMatrix, u: int) -> set[int]:

@@ -13,15 +13,15 @@ import pytest
 from codes_fixtures import make_run, make_split, planted
 
 import flows.stages.export as export_stage
+from flows.code_versions import read_code_version
+from flows.config import ExportConfig
+from flows.errors import DataContractError, InputError, PublishGateError
+from flows.split_files import load_split
 from flows.stages.export import export
 from flows.stages.recommend import recommend
-from hqgnn.config import ExportConfig
-from hqgnn.dataset import load_split
-from hqgnn.errors import DataContractError, InputError, PublishGateError
-from hqgnn.export import read_code_version
+from flows.workdir import WorkDir
 from hqgnn.quant import quantize
 from hqgnn.retrieval import Retriever
-from hqgnn.workdir import WorkDir
 
 
 @pytest.fixture()

@@ -20,8 +20,8 @@ import duckdb
 import pytest
 from pipeline_checks import check_published, tiny_params, tiny_raw_file
 
-from hqgnn.errors import DataContractError, InputError, NotYetAvailableError, PublishGateError
-from hqgnn.workdir import WorkDir, switch_pointer
+from flows.errors import DataContractError, InputError, PublishGateError
+from flows.workdir import WorkDir, switch_pointer
 
 pytestmark = [pytest.mark.prefect, pytest.mark.usefixtures("prefect_harness")]
 
@@ -127,14 +127,13 @@ class Fakes:
 @pytest.fixture
 def fakes(monkeypatch: pytest.MonkeyPatch) -> Fakes:
     """Every stage function replaced by a fake; I/O retries without delay."""
-    from flows import tasks
+    from flows import stage_runs
     from flows.stages import evaluate, export, ingest, prepare, train
 
     f = Fakes()
     for module, name in ((ingest, "ingest"), (prepare, "prepare"), (train, "train"), (export, "export"), (evaluate, "evaluate")):
         monkeypatch.setattr(module, name, getattr(f, name))
-    for t in ("ingest", "export", "hash_files", "list_drop_folder"):
-        monkeypatch.setattr(tasks, t, getattr(tasks, t).with_options(retry_delay_seconds=0))
+    monkeypatch.setattr(stage_runs, "IO_RETRY_DELAY_S", 0)
     return f
 
 
@@ -146,7 +145,7 @@ def _raw_file(tmp_path: Path, name: str = "raw.csv", text: str = "user_id,item_i
 
 
 def _run(workdir: Path, return_state: bool = False, **params: Any) -> Any:
-    from flows.pipeline_flow import hqgnn
+    from flows.pipeline import hqgnn
 
     return hqgnn(workdir=str(workdir), return_state=return_state, **params)
 
@@ -272,15 +271,6 @@ def test_transient_io_error_is_retried_bad_input_is_not(tmp_path: Path, fakes: F
     assert _runs(tmp_path / "c")[-1]["status"] == "failed"
 
 
-def test_stage_not_landed_ends_the_run_early_as_partial(tmp_path: Path, fakes: Fakes) -> None:
-    fakes.fail["export"] = [NotYetAvailableError("export", 4)]
-    summary = _run(tmp_path / "work")
-    assert summary.status == "partial"
-    assert summary.stages == {"prepare": "ran", "train": "ran", "export": "unavailable"}
-    assert fakes.calls["evaluate"] == 0
-    assert _runs(tmp_path / "work")[-1]["status"] == "partial"
-
-
 def test_nightly_ingests_the_drop_folder(tmp_path: Path, fakes: Fakes) -> None:
     a = _raw_file(tmp_path, "a.csv")
     _raw_file(tmp_path, "notes.txt", "not data")
@@ -304,7 +294,7 @@ def test_parameters_are_validated_against_the_config_models(tmp_path: Path, fake
 
 
 def test_retry_condition_only_for_transient_errors() -> None:
-    from flows.tasks import is_transient
+    from flows.stage_runs import is_transient
 
     assert is_transient(OSError(5, "Input/output error"))
     assert is_transient(TimeoutError())
@@ -367,7 +357,7 @@ def test_real_stages_hqgnn_run_publishes_then_skips_everything(tmp_path: Path) -
 def test_hqgnn_run_console_prints_log_records_without_traceback() -> None:
     import logging
 
-    from flows.pipeline_flow import _OneLineFormatter
+    from flows.cli import _OneLineFormatter
 
     try:
         raise ValueError("bad row 7")

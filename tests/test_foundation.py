@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from hqgnn.config import IngestConfig, PipelineConfig, PrepareConfig, TrainConfig
+from flows.config import IngestConfig, PipelineConfig, PrepareConfig, TrainConfig
+from flows.workdir import WorkDir, atomic_dir, switch_pointer
+from hqgnn.files import atomic_write_json
 from hqgnn.synthetic import SyntheticSpec, generate_interactions
-from hqgnn.workdir import WorkDir, atomic_dir, atomic_write_json, switch_pointer
 
 
 def test_configs_reject_unknown_keys_and_bad_values() -> None:

@@ -9,10 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
+from flows.config import IngestConfig
+from flows.errors import InputError
 from flows.stages.ingest import ingest
-from hqgnn.config import IngestConfig
-from hqgnn.errors import InputError
-from hqgnn.workdir import WorkDir
+from flows.workdir import WorkDir
 
 GOOD = (
     "user_id,item_id,timestamp,rating\n"

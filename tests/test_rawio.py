@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hqgnn.errors import InputError
-from hqgnn.rawio import read_raw
+from flows.errors import InputError
+from flows.rawio import read_raw
 
 
 def _write(path: Path, text: str | bytes) -> Path:

@@ -9,11 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 
 import flows.stages.prepare as prepare_mod
+from flows.config import IngestConfig, PrepareConfig
+from flows.errors import DataContractError
 from flows.stages.ingest import ingest
 from flows.stages.prepare import prepare
-from hqgnn.config import IngestConfig, PrepareConfig
-from hqgnn.errors import DataContractError
-from hqgnn.workdir import WorkDir
+from flows.workdir import WorkDir
 
 
 def _log(path: Path, users: int = 6, items: int = 12, per_user: int = 10) -> Path:

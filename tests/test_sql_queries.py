@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from codes_fixtures import make_run, make_split, planted
 
-from flows import SQL_DIR
+from flows.code_versions import read_code_version
+from flows.config import ExportConfig
+from flows.paths import SQL_DIR
 from flows.stages.export import export
-from hqgnn.config import ExportConfig
-from hqgnn.export import read_code_version
+from flows.workdir import WorkDir
 from hqgnn.retrieval import Retriever
-from hqgnn.workdir import WorkDir
 
 QUERIES = SQL_DIR / "queries"
 

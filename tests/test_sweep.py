@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from test_distributed import tiny_split
 
-from hqgnn.config import EvaluateConfig, TrainConfig
-from hqgnn.workdir import WorkDir
+from flows.config import EvaluateConfig, TrainConfig
+from flows.workdir import WorkDir
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
@@ -20,7 +20,7 @@ def test_sweep_trains_every_cell_in_parallel_and_writes_one_table(tmp_path: Path
 
     from prefect.client.orchestration import get_client
 
-    from flows.sweep_flow import hqgnn_sweep
+    from flows.sweep import hqgnn_sweep
 
     tiny_split(tmp_path)
     train = TrainConfig(dim=16, epochs=2, batch_size=128, lr=0.01, device="cpu", hutchinson_samples=2, hutchinson_batches=1)

@@ -13,7 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from flows.cli import app
-from hqgnn.config import EvaluateConfig, TrainConfig
+from flows.config import EvaluateConfig, TrainConfig
 
 
 def _workdir(tmp_path: Path) -> Path:
@@ -35,9 +35,9 @@ def _workdir(tmp_path: Path) -> Path:
     (["--k", "0"], "ks must be positive"),
 ])
 def test_invalid_grids_fail_with_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str) -> None:
-    import flows.sweep_flow
+    import flows.sweep
 
-    monkeypatch.setattr(flows.sweep_flow, "hqgnn_sweep", lambda **kw: pytest.fail("the flow must not start"))
+    monkeypatch.setattr(flows.sweep, "hqgnn_sweep", lambda **kw: pytest.fail("the flow must not start"))
     res = CliRunner().invoke(app, ["sweep", *args, "--workdir", str(_workdir(tmp_path))])
     assert res.exit_code == 1
     assert message in res.stderr and "Traceback" not in res.stderr
@@ -49,7 +49,7 @@ def test_without_a_split_it_says_to_prepare(tmp_path: Path) -> None:
 
 
 def test_options_become_the_flow_parameters_and_the_table_is_printed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import flows.sweep_flow
+    import flows.sweep
 
     got: dict[str, Any] = {}
 
@@ -60,7 +60,7 @@ def test_options_become_the_flow_parameters_and_the_table_is_printed(tmp_path: P
         (out / "comparison.md").write_text("# Sweep x\n| bits | estimator |\n")
         return str(out)
 
-    monkeypatch.setattr(flows.sweep_flow, "hqgnn_sweep", fake_sweep)
+    monkeypatch.setattr(flows.sweep, "hqgnn_sweep", fake_sweep)
     wd = _workdir(tmp_path)
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({"train": {"dim": 16, "epochs": 9, "seed": 7}, "evaluate": {"ks": [5]}}))

@@ -17,12 +17,12 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from hqgnn.config import EvaluateConfig
-from hqgnn.dataset import load_split
-from hqgnn.evaluation import code_tables, evaluate_run
-from hqgnn.report import write_report
-from hqgnn.runs import load_run
-from hqgnn.workdir import WorkDir, atomic_dir
+from flows.config import EvaluateConfig
+from flows.report import write_report
+from flows.split_files import load_split
+from flows.trained_runs import load_run
+from flows.workdir import WorkDir, atomic_dir
+from hqgnn.evaluation import evaluate_run
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def evaluate(workdir: WorkDir, cfg: EvaluateConfig, console: Console | None = No
     with console.status(f"[bold]evaluate[/]: loading run {run_dir.name}") as status:
         run = load_run(run_dir)
         split = load_split(run.split_dir)
-        users, items = code_tables(run.user_emb, run.item_emb, run.bits, run.quantize_users(), run.quantize_items())
+        users, items = run.code_tables()
         rows = evaluate_run(
             run.float_user_emb, run.item_emb, users, items, split.train, split.valid, split.test,
             ks=cfg.ks, batch_size=cfg.batch_size, rerank_r=cfg.rerank_r if cfg.rerank else None,

@@ -32,11 +32,12 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
+from flows.config import ExportConfig
+from flows.errors import DataContractError, PublishGateError
+from flows.split_files import load_split
+from flows.trained_runs import TrainedRun, load_run
+from flows.workdir import WorkDir, atomic_dir, file_sha256, switch_pointer
 from hqgnn.codes import code_bytes
-from hqgnn.config import ExportConfig
-from hqgnn.dataset import load_split
-from hqgnn.errors import DataContractError, PublishGateError
-from hqgnn.evaluation import code_tables
 from hqgnn.export import (
     CODE_FILES,
     GateDecision,
@@ -46,10 +47,9 @@ from hqgnn.export import (
     read_code_table,
     write_code_table,
 )
+from hqgnn.files import atomic_write_json
 from hqgnn.metrics import evaluate_ranking
 from hqgnn.retrieval import Retriever
-from hqgnn.runs import TrainedRun, load_run
-from hqgnn.workdir import WorkDir, atomic_dir, atomic_write_json, file_sha256, switch_pointer
 
 CONTRACTS = {"user": "user_codes", "item": "item_codes"}
 
@@ -93,7 +93,7 @@ def export(workdir: WorkDir, cfg: ExportConfig, console: Console | None = None) 
         run = load_run(run_dir)
         split = load_split(run.split_dir)
     _check_run_matches_split(run, split.num_users, split.num_items)
-    users, items = code_tables(run.user_emb, run.item_emb, run.bits, run.quantize_users(), run.quantize_items())
+    users, items = run.code_tables()
     version = f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}-{run.name}"
     final = workdir.codes / version
 

@@ -20,11 +20,11 @@ import duckdb
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from flows.config import IngestConfig
+from flows.errors import InputError
+from flows.rawio import read_raw
 from flows.warehouse import connect, query, run_sql
-from hqgnn.config import IngestConfig
-from hqgnn.errors import InputError
-from hqgnn.rawio import read_raw
-from hqgnn.workdir import WorkDir, file_sha256
+from flows.workdir import WorkDir, file_sha256
 
 console = Console(stderr=True)
 

@@ -25,11 +25,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.console import Console
 
+from flows.config import PrepareConfig
+from flows.errors import InputError
 from flows.stages.ingest import check_contract
 from flows.warehouse import connect, query, run_sql
-from hqgnn.config import PrepareConfig
-from hqgnn.errors import InputError
-from hqgnn.workdir import WorkDir, atomic_dir, atomic_write_json, file_sha256, switch_pointer
+from flows.workdir import WorkDir, atomic_dir, file_sha256, switch_pointer
+from hqgnn.files import atomic_write_json
 
 console = Console(stderr=True)
 SPLITS = ("train", "valid", "test")

@@ -1,9 +1,13 @@
-"""Stage `train` (issue 3): split snapshot → ``models/<run>/`` with checkpoints, history, summary.
+"""Stage `train`: split snapshot → ``models/<run>/`` with checkpoints, history, summary.
 
-Thin: resolves the device, split and run folder, hands them to :class:`hqgnn.trainer.Trainer`,
-shows progress with rich on standard error, writes ``summary.json`` and points ``models/latest``
-at the run. ``--resume`` continues the named run (default: the newest run folder) from its
-``last.pt`` with the config it was started with (only ``device`` may change).
+:func:`train` is the stage (the CLI and the flow call it): it runs in this process, or on
+``cfg.nproc`` processes through torchrun (:mod:`flows.stages.train_ddp`); a resumed run keeps
+the process count it was started with unless ``nproc`` is given. Both paths share
+:func:`plan_run` (run folder, split, effective config) and :func:`write_summary`.
+In this process: resolve the device, hand split and run folder to :class:`hqgnn.trainer.Trainer`,
+show progress with rich on standard error, write ``summary.json``, point ``models/latest`` at the
+run. ``--resume`` continues the named run (default: the newest run folder) from its ``last.pt``
+with the config it was started with (only ``device`` and ``nproc`` may change).
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from hqgnn.config import TrainConfig
-from hqgnn.dataset import SplitData, load_split
-from hqgnn.errors import InputError
-from hqgnn.trainer import Trainer, resolve_device
-from hqgnn.workdir import WorkDir, atomic_write_json, switch_pointer
+from flows.config import TrainConfig
+from flows.errors import InputError
+from flows.split_files import load_split
+from flows.workdir import WorkDir, switch_pointer
+from hqgnn.dataset import SplitData
+from hqgnn.files import atomic_write_json
+from hqgnn.trainer import FitResult, Trainer, resolve_device
 
 
 @dataclass(frozen=True)
@@ -54,20 +60,59 @@ def write_run_config(run_dir: Path, cfg: TrainConfig, data: SplitData, split_dir
     })
 
 
-def train(workdir: WorkDir, cfg: TrainConfig, console: Console | None = None) -> TrainResult:
-    """Train (or resume) one run; returns its best epoch and validation metrics."""
-    console = console or Console(stderr=True)
-    device = resolve_device(cfg.device)
+def plan_run(workdir: WorkDir, cfg: TrainConfig) -> tuple[TrainConfig, Path, Path]:
+    """The effective config, run folder and split folder of a run: a new one (its name must be
+    free) or, with ``cfg.resume``, the stored config of the run it continues (``device`` and
+    ``nproc`` as given now)."""
     if cfg.resume:
         run_dir = _resume_dir(workdir, cfg.run)
         meta = json.loads((run_dir / "config.json").read_text())
-        cfg = TrainConfig(**{**meta["config"], "device": cfg.device, "resume": True})
-        split_dir = (run_dir / meta["split_dir"]).resolve()
-    else:
-        run_dir = workdir.models / (cfg.run or default_run_name(cfg))
-        if (run_dir / "config.json").exists():
-            raise InputError(f"run {run_dir.name!r} already exists in {workdir.models}: pass --resume to continue it, or another --run")
-        split_dir = workdir.split(cfg.snapshot)
+        cfg = TrainConfig(**{**meta["config"], "device": cfg.device, "resume": True, "nproc": cfg.nproc})
+        return cfg, run_dir, (run_dir / meta["split_dir"]).resolve()
+    run_dir = workdir.models / (cfg.run or default_run_name(cfg))
+    if (run_dir / "config.json").exists():
+        raise InputError(f"run {run_dir.name!r} already exists in {workdir.models}: pass --resume to continue it, or another --run")
+    return cfg, run_dir, workdir.split(cfg.snapshot).resolve()
+
+
+def write_summary(workdir: WorkDir, run_dir: Path, cfg: TrainConfig, data: SplitData, fit: FitResult, started: float,
+                  console: Console, **extra: Any) -> TrainResult:
+    """``summary.json`` of a finished invocation, ``models/latest`` pointed at the run, one line printed."""
+    summary: dict[str, Any] = {
+        "run": run_dir.name, "snapshot": data.snapshot, "bits": cfg.bits, "estimator": cfg.estimator, **extra,
+        "status": fit.status, "best_epoch": fit.best_epoch, "best_valid": fit.best_valid,
+        "epochs_run": fit.epochs_run, "train_seconds": fit.seconds,
+        "wall_seconds_this_invocation": time.perf_counter() - started, "code_refinement": fit.code_refinement,
+    }
+    atomic_write_json(run_dir / "summary.json", summary)
+    switch_pointer(workdir.models / "latest", run_dir)
+    console.print(f"best valid recall@20 {fit.best_valid.get('recall@20', float('nan')):.4f} at epoch {fit.best_epoch} ({fit.status}); run {run_dir}", highlight=False)
+    return TrainResult(run_dir.name, run_dir, fit.best_epoch, fit.best_valid, fit.epochs_run, fit.seconds, fit.status)
+
+
+def train(workdir: WorkDir, cfg: TrainConfig, console: Console | None = None) -> TrainResult:
+    """Train (or resume) one run, here or on ``cfg.nproc`` processes; returns its best epoch and
+    validation metrics. A resumed run keeps its process count unless ``nproc`` was set."""
+    if cfg.resume and "nproc" not in cfg.model_fields_set:
+        cfg = cfg.model_copy(update={"nproc": resume_nproc(workdir, cfg.run)})
+    if cfg.nproc > 1 or (cfg.resume and resume_nproc(workdir, cfg.run) > 1):  # a distributed run resumes through torchrun
+        from flows.stages.train_ddp import train_distributed
+
+        return train_distributed(workdir, cfg, console)
+    return train_in_process(workdir, cfg, console)
+
+
+def resume_nproc(workdir: WorkDir, run: str | None) -> int:
+    """``nproc`` a run was started with."""
+    meta = json.loads((_resume_dir(workdir, run) / "config.json").read_text())
+    return int(meta["config"].get("nproc", 1))
+
+
+def train_in_process(workdir: WorkDir, cfg: TrainConfig, console: Console | None = None) -> TrainResult:
+    """Train (or resume) one run in this process."""
+    console = console or Console(stderr=True)
+    device = resolve_device(cfg.device)
+    cfg, run_dir, split_dir = plan_run(workdir, cfg)
     data = load_split(split_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not cfg.resume:
@@ -90,17 +135,7 @@ def train(workdir: WorkDir, cfg: TrainConfig, console: Console | None = None) ->
         console.print(f"training {run_dir.name}: {cfg.bits} bit(s), estimator {cfg.estimator}, device {device}, "
                       f"{data.num_users} users x {data.num_items} items, {data.train.nnz} train interactions", highlight=False)
         fit = trainer.fit()
-    summary: dict[str, Any] = {
-        "run": run_dir.name, "snapshot": data.snapshot, "bits": cfg.bits, "estimator": cfg.estimator,
-        "device": str(device), "status": fit.status, "best_epoch": fit.best_epoch, "best_valid": fit.best_valid,
-        "epochs_run": fit.epochs_run, "train_seconds": fit.seconds,
-        "wall_seconds_this_invocation": time.perf_counter() - started,
-        "code_refinement": fit.code_refinement,
-    }
-    atomic_write_json(run_dir / "summary.json", summary)
-    switch_pointer(workdir.models / "latest", run_dir)
-    console.print(f"best valid recall@20 {fit.best_valid.get('recall@20', float('nan')):.4f} at epoch {fit.best_epoch} ({fit.status}); run {run_dir}", highlight=False)
-    return TrainResult(run_dir.name, run_dir, fit.best_epoch, fit.best_valid, fit.epochs_run, fit.seconds, fit.status)
+    return write_summary(workdir, run_dir, cfg, data, fit, started, console, device=str(device))
 
 
 def format_epoch(r: dict[str, Any], cfg: TrainConfig) -> str:
@@ -108,7 +143,7 @@ def format_epoch(r: dict[str, Any], cfg: TrainConfig) -> str:
     valid = "" if r["valid_recall@20"] != r["valid_recall@20"] else f"  valid R@20 {r['valid_recall@20']:.4f} N@20 {r['valid_ndcg@20']:.4f}"
     per_dim = " (mean of dims)" if cfg.delta_granularity == "dimension" else ""
     delta = "" if r["trace_user"] != r["trace_user"] else f"  δ{per_dim} u {r['delta_user']:.3g} i {r['delta_item']:.3g}"
-    if cfg.bits != 32 and not r["quantized"]:
+    if cfg.quantized and not r["quantized"]:
         delta = "  float warm-up"
     hard = f"  hard negatives of {r['negative_candidates']}" if r.get("negative_candidates", 1) > 1 else ""
     return f"epoch {r['epoch']:>4}/{cfg.epochs}  loss {r['loss']:.4f}{valid}{delta}{hard}  {r['epoch_seconds']:.1f} s  eta {r['eta'] / 60:.1f} min"

@@ -28,17 +28,17 @@ from typing import Any
 
 from rich.console import Console
 
+from flows.config import TrainConfig
+from flows.errors import HqgnnError
 from flows.stages.train import (
     TrainResult,
-    _resume_dir,
-    default_run_name,
     format_epoch,
     format_refinement,
+    plan_run,
     write_run_config,
+    write_summary,
 )
-from hqgnn.config import TrainConfig
-from hqgnn.errors import HqgnnError, InputError
-from hqgnn.workdir import WorkDir, atomic_write_json, switch_pointer
+from flows.workdir import DEFAULT_WORKDIR, WorkDir
 
 WORKER_MODULE = "flows.stages.train_ddp"
 
@@ -55,21 +55,11 @@ def torchrun_command(workdir: WorkDir, cfg: TrainConfig, nproc: int) -> list[str
     ]
 
 
-def resume_nproc(workdir: WorkDir, run: str | None) -> int:
-    """``nproc`` a run was started with (1 for runs from before issue 7)."""
-    meta = json.loads((_resume_dir(workdir, run) / "config.json").read_text())
-    return int(meta["config"].get("nproc", 1))
-
-
 def train_distributed(workdir: WorkDir, cfg: TrainConfig, console: Console | None = None) -> TrainResult:
     """Train (or resume) one run on ``cfg.nproc`` local processes; returns what rank 0 recorded."""
     console = console or Console(stderr=True)
-    if cfg.resume:
-        cfg = cfg.model_copy(update={"run": _resume_dir(workdir, cfg.run).name})
-    else:
-        cfg = cfg.model_copy(update={"run": cfg.run or default_run_name(cfg)})
-        if (workdir.models / str(cfg.run) / "config.json").exists():
-            raise InputError(f"run {cfg.run!r} already exists in {workdir.models}: pass --resume to continue it, or another --run")
+    _, run_dir, _ = plan_run(workdir, cfg)  # fails early on a taken name; the workers plan again on rank 0
+    cfg = cfg.model_copy(update={"run": run_dir.name})
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // cfg.nproc)))
     cmd = torchrun_command(workdir, cfg, cfg.nproc)
@@ -85,24 +75,11 @@ def train_distributed(workdir: WorkDir, cfg: TrainConfig, console: Console | Non
 # ---- the worker (one per rank) -------------------------------------------------------------
 
 
-def _plan(workdir: WorkDir, cfg: TrainConfig) -> tuple[TrainConfig, Path, Path]:
-    """Rank 0: the run folder, split folder and effective config (as :func:`flows.stages.train.train`)."""
-    if cfg.resume:
-        run_dir = _resume_dir(workdir, cfg.run)
-        meta = json.loads((run_dir / "config.json").read_text())
-        cfg = TrainConfig(**{**meta["config"], "device": cfg.device, "resume": True, "nproc": cfg.nproc})
-        return cfg, run_dir, (run_dir / meta["split_dir"]).resolve()
-    run_dir = workdir.models / (cfg.run or default_run_name(cfg))
-    if (run_dir / "config.json").exists():
-        raise InputError(f"run {run_dir.name!r} already exists in {workdir.models}: pass --resume to continue it, or another --run")
-    return cfg, run_dir, workdir.split(cfg.snapshot).resolve()
-
-
 def run_worker(workdir: WorkDir, cfg: TrainConfig) -> TrainResult | None:
     """One rank's share of a distributed run; rank 0 returns the result, the others ``None``."""
     import torch.distributed as dist
 
-    from hqgnn.dataset import load_split
+    from flows.split_files import load_split
     from hqgnn.distributed import DistributedTrainer, init_process_group
 
     ctx = init_process_group(cfg.device)
@@ -111,7 +88,7 @@ def run_worker(workdir: WorkDir, cfg: TrainConfig) -> TrainResult | None:
         box: list[Any] = [None]
         if ctx.rank == 0:
             try:
-                box = [_plan(workdir, cfg)]
+                box = [plan_run(workdir, cfg)]
             except Exception as e:  # every rank must learn that rank 0 stopped
                 box = [e]
         dist.broadcast_object_list(box, src=0)
@@ -137,17 +114,8 @@ def run_worker(workdir: WorkDir, cfg: TrainConfig) -> TrainResult | None:
         fit = trainer.fit()
         if not lead:
             return None
-        summary: dict[str, Any] = {
-            "run": run_dir.name, "snapshot": data.snapshot, "bits": cfg.bits, "estimator": cfg.estimator,
-            "device": str(ctx.device), "nproc": ctx.world_size, "backend": ctx.backend, "status": fit.status,
-            "best_epoch": fit.best_epoch, "best_valid": fit.best_valid, "epochs_run": fit.epochs_run,
-            "train_seconds": fit.seconds, "wall_seconds_this_invocation": time.perf_counter() - started,
-            "code_refinement": fit.code_refinement,
-        }
-        atomic_write_json(run_dir / "summary.json", summary)
-        switch_pointer(workdir.models / "latest", run_dir)
-        console.print(f"best valid recall@20 {fit.best_valid.get('recall@20', float('nan')):.4f} at epoch {fit.best_epoch} ({fit.status}); run {run_dir}", highlight=False)
-        return TrainResult(run_dir.name, run_dir, fit.best_epoch, fit.best_valid, fit.epochs_run, fit.seconds, fit.status)
+        return write_summary(workdir, run_dir, cfg, data, fit, started, console, device=str(ctx.device),
+                             nproc=ctx.world_size, backend=ctx.backend)
     finally:
         dist.destroy_process_group()
 
@@ -155,7 +123,7 @@ def run_worker(workdir: WorkDir, cfg: TrainConfig) -> TrainResult | None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of each torchrun worker: ``--workdir DIR --train JSON`` (a ``train`` config section)."""
     parser = argparse.ArgumentParser(prog=f"python -m {WORKER_MODULE}", description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, default=Path("hqgnn-work"))
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     parser.add_argument("--train", default="{}", help="the train config section as JSON (keys of hqgnn.config.TrainConfig)")
     args = parser.parse_args(argv)
     try:

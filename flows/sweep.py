@@ -30,18 +30,19 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from hqgnn.config import EvaluateConfig, TrainConfig
-from hqgnn.workdir import WorkDir, atomic_dir
+from flows.config import EvaluateConfig, TrainConfig
+from flows.workdir import DEFAULT_WORKDIR, WorkDir, atomic_dir
+from hqgnn.bits import ALL_BITS, QUANT_ESTIMATORS, default_estimator, is_float
 
-DEFAULT_BITS = (1, 2, 4, 8, 32)
-DEFAULT_ESTIMATORS = ("ste", "gste")
+DEFAULT_BITS = ALL_BITS
+DEFAULT_ESTIMATORS = QUANT_ESTIMATORS
 
 
 def sweep_cells(base: TrainConfig, bits: list[int], estimators: list[str], seeds: list[int], snapshot: str, sweep_id: str) -> list[TrainConfig]:
     """The grid as train configs: 32 bits is float (estimator ``none``, once per seed)."""
     cells: list[TrainConfig] = []
     for b, seed in itertools.product(bits, seeds):
-        for est in (["none"] if b == 32 else estimators):
+        for est in ([default_estimator(b)] if is_float(b) else estimators):
             cells.append(TrainConfig(**{
                 **base.model_dump(), "bits": b, "estimator": est, "seed": seed, "snapshot": snapshot,
                 "run": f"sweep-{sweep_id}-b{b}-{est}-s{seed}", "resume": False, "nproc": 1,
@@ -52,7 +53,7 @@ def sweep_cells(base: TrainConfig, bits: list[int], estimators: list[str], seeds
 
 
 @task(name="sweep-cell", cache_policy=NO_CACHE)
-def train_and_evaluate(workdir: str, cfg: TrainConfig, eval_cfg: EvaluateConfig, torch_threads: int) -> list[dict[str, Any]]:
+def train_and_evaluate(workdir: WorkDir, cfg: TrainConfig, eval_cfg: EvaluateConfig, torch_threads: int) -> list[dict[str, Any]]:
     """Train one cell, evaluate it; rows of its metrics (one per split x variant) with its settings."""
     import torch
     from rich.console import Console
@@ -62,9 +63,8 @@ def train_and_evaluate(workdir: str, cfg: TrainConfig, eval_cfg: EvaluateConfig,
 
     torch.set_num_threads(torch_threads)
     quiet = Console(stderr=True, quiet=True)  # many cells at once: the Prefect log has the summary
-    wd = WorkDir(Path(workdir))
-    trained = train(wd, cfg, console=quiet)
-    evaluated = evaluate(wd, eval_cfg.model_copy(update={"run": trained.run}), console=quiet)
+    trained = train(workdir, cfg, console=quiet)
+    evaluated = evaluate(workdir, eval_cfg.model_copy(update={"run": trained.run}), console=quiet)
     get_run_logger().info("%s: best valid recall@20 %.4f at epoch %d, %.1f s", trained.run,
                           trained.best_valid.get("recall@20", float("nan")), trained.best_epoch, trained.seconds)
     cell = {"run": trained.run, "bits": cfg.bits, "estimator": cfg.estimator, "seed": cfg.seed,
@@ -74,7 +74,7 @@ def train_and_evaluate(workdir: str, cfg: TrainConfig, eval_cfg: EvaluateConfig,
 
 
 @flow(name="hqgnn-sweep-grid")
-def _run_grid(workdir: str, cells: list[TrainConfig], evaluate: EvaluateConfig, torch_threads: int) -> list[dict[str, Any]]:
+def _run_grid(workdir: WorkDir, cells: list[TrainConfig], evaluate: EvaluateConfig, torch_threads: int) -> list[dict[str, Any]]:
     """Submit every cell to the flow's task runner (Dask) and gather their rows."""
     futures = [train_and_evaluate.submit(workdir, c, evaluate, torch_threads) for c in cells]
     return [row for f in futures for row in f.result()]
@@ -82,7 +82,7 @@ def _run_grid(workdir: str, cells: list[TrainConfig], evaluate: EvaluateConfig, 
 
 def shipped_variant(bits: int) -> str:
     """The variant a run ships: its codes, or the float embeddings for 32 bits."""
-    return "float" if bits == 32 else "codes"
+    return "float" if is_float(bits) else "codes"
 
 
 def summary_table(rows: pd.DataFrame, k: int) -> pd.DataFrame:
@@ -119,7 +119,7 @@ def plot(summary: pd.DataFrame, k: int, path: Path) -> None:
             continue
         ax.errorbar(part["bits"], part[f"recall@{k}"], yerr=part[f"recall@{k}_std"], marker="o", capsize=3, label=str(est))
     ax.set_xscale("log", base=2)
-    ticks = sorted(int(b) for b in summary["bits"].unique() if b != 32)
+    ticks = sorted(int(b) for b in summary["bits"].unique() if not is_float(b))
     ax.set_xticks(ticks, [str(b) for b in ticks])
     ax.set_xlabel("bits")
     ax.set_ylabel(f"test recall@{k}")
@@ -130,12 +130,12 @@ def plot(summary: pd.DataFrame, k: int, path: Path) -> None:
 
 
 @task(name="write-sweep-report", cache_policy=NO_CACHE)
-def write_sweep_report(workdir: str, rows: list[dict[str, Any]], k: int, sweep_id: str, snapshot: str, n_cells: int) -> str:
+def write_sweep_report(workdir: WorkDir, rows: list[dict[str, Any]], k: int, sweep_id: str, snapshot: str, n_cells: int) -> str:
     """``reports/sweep-<id>/`` (temp folder renamed into place) and the markdown artifact ``sweep``."""
     df = pd.DataFrame(rows).sort_values(["bits", "estimator", "seed", "split", "variant"]).reset_index(drop=True)
     summary = summary_table(df, k)
     md = markdown(summary, k, sweep_id, snapshot, n_cells)
-    final = WorkDir(Path(workdir)).reports / f"sweep-{sweep_id}"
+    final = workdir.reports / f"sweep-{sweep_id}"
     with atomic_dir(final) as tmp:
         tmp.chmod(0o755)
         df.to_parquet(tmp / "comparison.parquet", index=False)
@@ -148,7 +148,7 @@ def write_sweep_report(workdir: str, rows: list[dict[str, Any]], k: int, sweep_i
 
 @flow(name="hqgnn-sweep")
 def hqgnn_sweep(
-    workdir: str = "hqgnn-work",
+    workdir: str = str(DEFAULT_WORKDIR),
     bits: list[int] = list(DEFAULT_BITS),  # noqa: B006 (Prefect parameters; never mutated)
     estimators: list[str] = list(DEFAULT_ESTIMATORS),  # noqa: B006
     seeds: list[int] = [2024],  # noqa: B006
@@ -168,7 +168,7 @@ def hqgnn_sweep(
     """
     from prefect_dask import DaskTaskRunner
 
-    wd = WorkDir(Path(workdir))
+    wd = WorkDir(Path(workdir).resolve())
     snapshot = wd.split(train.snapshot).resolve().name  # pinned: every cell trains on the same data
     sweep_id = sweep_id or datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     cells = sweep_cells(train, bits, estimators, seeds, snapshot, sweep_id)
@@ -177,5 +177,5 @@ def hqgnn_sweep(
               DaskTaskRunner(cluster_kwargs={"n_workers": n_workers, "threads_per_worker": 1, "processes": True,
                                              "dashboard_address": None}))
     get_run_logger().info("sweep %s: %d cells on %s", sweep_id, len(cells), dask_address or f"a local Dask cluster of {n_workers} workers")
-    rows = _run_grid.with_options(task_runner=runner)(str(wd.root), cells, evaluate, threads)  # type: ignore[arg-type]
-    return write_sweep_report(str(wd.root), rows, min(evaluate.ks), sweep_id, snapshot, len(cells))
+    rows = _run_grid.with_options(task_runner=runner)(wd, cells, evaluate, threads)  # type: ignore[arg-type]
+    return write_sweep_report(wd, rows, min(evaluate.ks), sweep_id, snapshot, len(cells))

@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from hqgnn.errors import InputError
+from flows.errors import InputError
 
 ROLES = ("user", "item", "timestamp", "rating")
 DEFAULT_NAMES: dict[str, tuple[str, ...]] = {

@@ -15,6 +15,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from hqgnn.bits import ALL_BITS, is_float
+
 NDCG_NOTE = (
     "NDCG@K uses the LightGCN convention: the ideal DCG counts min(|test items of the user|, K) "
     "hits; users without items in the evaluated split are skipped. Full ranking over all items; "
@@ -42,13 +44,13 @@ def plot_recall_vs_bits(path: Path, points: Sequence[dict[str, Any]], metric: st
     pts = [p for p in points if p["split"] == "test" and p["variant"] in ("float", "codes") and p.get(metric) is not None]
     by_est: dict[str, list[tuple[int, float]]] = {}
     for p in pts:
-        label = "float32" if p["bits"] == 32 else p.get("estimator", "codes")
+        label = "float32" if is_float(p["bits"]) else p.get("estimator", "codes")
         by_est.setdefault(label, []).append((p["bits"], p[metric]))
     for label, xy in sorted(by_est.items()):
         xy.sort()
         ax.plot([x for x, _ in xy], [y for _, y in xy], "o-" if label != "float32" else "s", label=label)
     ax.set_xscale("log", base=2)
-    ax.set_xticks([1, 2, 4, 8, 32], ["1", "2", "4", "8", "32 (float)"])
+    ax.set_xticks(list(ALL_BITS), [f"{b} (float)" if is_float(b) else str(b) for b in ALL_BITS])
     ax.set_xlabel("bits per dimension")
     ax.set_ylabel(f"test {metric}")
     ax.set_title(f"{metric} vs code width")

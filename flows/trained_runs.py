@@ -15,9 +15,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from flows.config import TrainConfig
+from flows.errors import InputError
+from hqgnn.bits import is_float
 from hqgnn.checkpoint import load_checkpoint
-from hqgnn.config import TrainConfig
-from hqgnn.errors import InputError
+from hqgnn.codes import CodeTable
+from hqgnn.evaluation import code_tables
 from hqgnn.quant import QuantizedTable, quantize
 
 
@@ -51,11 +54,15 @@ class TrainedRun:
 
     def quantize_users(self) -> QuantizedTable | None:
         """Codes of the users (the model's forward quantizer); ``None`` for 32 bits."""
-        return None if self.bits == 32 else quantize(self.user_emb, self.bits)
+        return None if is_float(self.bits) else quantize(self.user_emb, self.bits)
+
+    def code_tables(self) -> tuple[CodeTable, CodeTable]:
+        """User and item :class:`CodeTable`s as the run ships them (float32 for 32 bits)."""
+        return code_tables(self.user_emb, self.item_emb, self.bits, self.quantize_users(), self.quantize_items())
 
     def quantize_items(self) -> QuantizedTable | None:
         """Codes of the items (the model's forward quantizer); ``None`` for 32 bits."""
-        return None if self.bits == 32 else quantize(self.item_emb, self.bits)
+        return None if is_float(self.bits) else quantize(self.item_emb, self.bits)
 
 
 def run_metadata(run_dir: Path) -> dict[str, Any]:

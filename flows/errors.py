@@ -1,4 +1,4 @@
-"""Errors raised at the boundaries of hqgnn: each names the file, row or column and what was got.
+"""Errors raised at the boundaries of the hqgnn application: each names the file, row or column and what was got.
 
 The CLI prints ``str(error)`` as one line on standard error (no traceback unless ``--debug``).
 """
@@ -22,13 +22,6 @@ class DataContractError(HqgnnError):
         self.failures = failures
         lines = "\n".join(f"  - {f}" for f in failures)
         super().__init__(f"data contract {contract!r} failed ({len(failures)} expectation(s)):\n{lines}")
-
-
-class NotYetAvailableError(HqgnnError):
-    """A stage whose implementation has not landed yet (see the issue it names)."""
-
-    def __init__(self, stage: str, issue: int) -> None:
-        super().__init__(f"`hqgnn {stage}` is not available yet (tracked in issue {issue})")
 
 
 class PublishGateError(HqgnnError):

@@ -1,0 +1,86 @@
+"""The training recipe: every hyperparameter of one LightGCN + b-bit quantizer run, one frozen model.
+
+Unknown keys are rejected, so a typo fails loudly instead of silently falling back to a default.
+The trainer unpacks it once; the application's stage config (``flows.config.TrainConfig``) adds
+where the run reads and writes (snapshot, run name, resume, device, processes).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from hqgnn.bits import Bits, Estimator, default_estimator, is_float
+
+LrSchedule = Literal["constant", "cosine"]
+DeltaGranularity = Literal["table", "dimension"]
+
+
+class TrainRecipe(BaseModel):
+    """LightGCN encoder + b-bit quantizer training. ``bits=32`` means float32 (no quantizer).
+
+    ``estimator`` defaults from ``bits`` (:func:`hqgnn.bits.default_estimator`) when not given;
+    the derived value does not count as set, so a copy with other ``bits`` derives it again.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bits: Bits = 1
+    estimator: Estimator = Field(default_factory=lambda data: default_estimator(data["bits"]))
+    dim: int = Field(64, ge=1)
+    layers: int = Field(3, ge=0)
+    epochs: int = Field(200, ge=1)
+    batch_size: int = Field(2048, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    lr_schedule: LrSchedule = "constant"  # cosine: from lr down to lr_min over `epochs`
+    lr_min: float = Field(0.0, ge=0)
+    l2: float = Field(1e-4, ge=0)
+    negative_candidates: int = Field(1, ge=1)  # 1: uniform negatives (LightGCN); k > 1: the highest-scored of k uniform candidates (dynamic negative sampling)
+    hard_negatives_from_epoch: int = Field(0, ge=0)  # with negative_candidates > 1: epochs before this one (0-based) stay uniform
+    seed: int = 2024
+    amp: bool = False  # mixed precision on CUDA only
+    eval_every: int = Field(1, ge=1)
+    patience: int = Field(10, ge=1)
+    delta_every: int = Field(5, ge=1)  # epochs between Hutchinson re-estimates of GSTE's delta
+    delta_scale: float = Field(1.0, ge=0)  # multiplier on the formula's delta (open question, see method.md)
+    delta_granularity: DeltaGranularity = "table"  # one delta per table (users, items), or one per embedding dimension from the Hessian diagonal
+    float_warmup_epochs: int = Field(0, ge=0)  # quantized runs: first epochs train float32, then the quantizer switches on (float32 runs: ignored)
+    itq_rotation: bool = True  # at that switch, rotate the embeddings so sign codes lose less (hqgnn.rotation)
+    refine_user_codes: int = Field(0, ge=0)  # 1-bit runs: after training, up to this many rounds of greedy user-code bit flips (hqgnn.code_refinement), the count kept chosen on validation (other widths: ignored, so one config serves a sweep)
+    refine_temperature: float = Field(2.0, gt=0)  # the refinement objective's softmax temperature on the codes' scores
+    refine_top_items: int = Field(1024, ge=1)  # the refinement's log-sum-exp runs over each user's top items
+    hutchinson_samples: int = Field(16, ge=1)
+    hutchinson_batches: int = Field(4, ge=1)
+    hutchinson_rtol: float = Field(0.05, gt=0)  # stop sampling once the trace's std error is below this share
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_null_estimator(cls, data: Any) -> Any:
+        """``estimator: null`` (YAML, older configs) means "derive it from bits", as leaving it out does."""
+        if isinstance(data, dict) and "estimator" in data and data["estimator"] is None:
+            data = {k: v for k, v in data.items() if k != "estimator"}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainRecipe:
+        if is_float(self.bits) and self.estimator != "none":
+            raise ValueError(f"bits=32 is float32: estimator must be 'none', got {self.estimator!r}")
+        if not is_float(self.bits) and self.estimator == "none":
+            raise ValueError(f"bits={self.bits} needs an estimator ('ste' or 'gste'), got 'none'")
+        if self.hard_negatives_from_epoch > 0 and self.negative_candidates == 1:
+            raise ValueError(
+                f"hard_negatives_from_epoch={self.hard_negatives_from_epoch} needs negative_candidates > 1 "
+                "(with 1 candidate every epoch draws uniform negatives)"
+            )
+        if not is_float(self.bits) and self.float_warmup_epochs >= self.epochs:  # float32 runs have no quantizer to switch on
+            raise ValueError(
+                f"float_warmup_epochs={self.float_warmup_epochs} must be < epochs={self.epochs}: "
+                f"the quantizer switches on after the warm-up, and a {self.bits}-bit run has to train with it"
+            )
+        return self
+
+    @property
+    def quantized(self) -> bool:
+        """True unless float32."""
+        return not is_float(self.bits)
