@@ -261,8 +261,13 @@ class Trainer:
 
     def _estimate_delta(self, epoch: int) -> DeltaState:
         """GSTE's δ from the current float outputs, seeded by the epoch (a resume re-estimates alike)."""
+        cfg = self.cfg
         users, items = self.embeddings()
-        return estimate_delta(users, items, self.sampler, self.cfg, seed=self.cfg.seed * 100_003 + epoch)
+        return estimate_delta(
+            users, items, self.sampler, bits=cfg.bits, batch_size=cfg.batch_size, batches=cfg.hutchinson_batches,
+            samples=cfg.hutchinson_samples, rtol=cfg.hutchinson_rtol, granularity=cfg.delta_granularity,
+            scale=cfg.delta_scale, seed=cfg.seed * 100_003 + epoch,
+        )
 
     def _track_best(self, valid: dict[str, float] | None) -> None:
         if valid is None:
