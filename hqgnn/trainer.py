@@ -36,7 +36,7 @@ from hqgnn.history import write_history
 from hqgnn.loss import bpr_loss, l2_penalty
 from hqgnn.metrics import evaluate_ranking
 from hqgnn.quant import fake_quantize
-from hqgnn.rotation import itq_rotation
+from hqgnn.rotation import itq_rotation, rotate_parameter
 from hqgnn.sampler import BPRSampler, hardest_negatives
 
 VALID_METRIC = "recall@20"
@@ -183,8 +183,8 @@ class Trainer:
         while self.epoch < cfg.epochs and self.status == "running":
             epoch, t0 = self.epoch, time.perf_counter()
             self.quantizing = self.quantized and epoch >= cfg.float_warmup_epochs
-            if self.quantizing and epoch == cfg.float_warmup_epochs > 0 and cfg.itq_rotation:
-                self._rotate()
+            if self.quantizing and epoch == cfg.float_warmup_epochs > 0 and cfg.itq_rotation:  # float scores kept, sign codes better
+                rotate_parameter(self.model.embedding, itq_rotation(torch.cat(self.embeddings()), seed=cfg.seed), self.optimizer)
             if cfg.estimator == "gste" and self.quantizing and (epoch - cfg.float_warmup_epochs) % cfg.delta_every == 0:
                 self.delta = self._estimate_delta(epoch)
             lr = self.optimizer.param_groups[0]["lr"]
@@ -213,18 +213,6 @@ class Trainer:
         seconds = sum(r["epoch_seconds"] for r in self.history)
         return FitResult(self.best_epoch, dict(self.best_valid), self.epoch, seconds, self.status, list(self.history),
                          self.code_refinement)
-
-    @torch.no_grad()
-    def _rotate(self) -> None:
-        """Rotate the layer-0 table by the ITQ rotation of the current outputs (float scores
-        unchanged, sign codes better); Adam's moments follow (the second one approximately)."""
-        rot = itq_rotation(torch.cat(self.embeddings()), seed=self.cfg.seed)
-        param = self.model.embedding
-        param.copy_(param @ rot)
-        state = self.optimizer.state.get(param, {})
-        if "exp_avg" in state:
-            state["exp_avg"].copy_(state["exp_avg"] @ rot)
-            state["exp_avg_sq"].copy_(state["exp_avg_sq"] @ rot.square())
 
     @torch.no_grad()
     def _refine_user_codes(self) -> None:

@@ -18,7 +18,7 @@ from hqgnn.dataset import load_split, write_split
 from hqgnn.errors import InputError
 from hqgnn.metrics import evaluate_ranking
 from hqgnn.quant import fake_quantize
-from hqgnn.rotation import quantization_loss
+from hqgnn.rotation import itq_rotation, quantization_loss, rotate_parameter
 from hqgnn.runs import load_run
 from hqgnn.sampler import BPRSampler, hardest_negatives
 from hqgnn.synthetic import SyntheticSpec, generate_interactions
@@ -159,7 +159,7 @@ def test_float_warmup_then_itq_rotation_keeps_float_scores_and_lowers_sign_loss(
     for u, p, n in trainer.sampler.epoch(cfg.batch_size):  # one float epoch: Adam has moments to rotate
         trainer.step(u, p, n)
     users, items = trainer.embeddings()
-    trainer._rotate()
+    rotate_parameter(trainer.model.embedding, itq_rotation(torch.cat(trainer.embeddings()), seed=cfg.seed), trainer.optimizer)
     r_users, r_items = trainer.embeddings()
     assert torch.allclose(r_users @ r_items.T, users @ items.T, atol=1e-4)
     assert quantization_loss(torch.cat([r_users, r_items])) < quantization_loss(torch.cat([users, items]))
