@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from hqgnn.checkpoint import load_checkpoint, save_checkpoint
-from hqgnn.code_refinement import refine_round
+from hqgnn.code_refinement import refine_user_codes
 from hqgnn.config import TrainConfig
 from hqgnn.dataset import SplitData
 from hqgnn.delta import DeltaState, estimate_delta
@@ -216,36 +216,24 @@ class Trainer:
 
     @torch.no_grad()
     def _refine_user_codes(self) -> None:
-        """Greedy sign flips of ``best.pt``'s user codes (:mod:`hqgnn.code_refinement`), round by round;
-        keeps the round with the best validation Recall@20 (0 rounds: the trained codes) and writes
-        it into ``best.pt`` as ``user_emb`` (the encoder's outputs stay as ``encoder_user_emb``) with
-        a ``code_refinement`` record, once: a resume after that skips it.
-        Deterministic, so a kill during the rounds and a resume end where an uninterrupted run ends."""
+        """Refine ``best.pt``'s user codes (:func:`hqgnn.code_refinement.refine_user_codes`) and write
+        the kept ones into it as ``user_emb`` (the encoder's outputs stay as ``encoder_user_emb``) with
+        a ``code_refinement`` record, once: a resume after that skips it. Deterministic, so a kill
+        during the rounds and a resume end where an uninterrupted run ends."""
         path = self.run_dir / "best.pt"
         state = load_checkpoint(path)
-        if "code_refinement" in state:
-            self.best_valid, self.code_refinement = dict(state["valid"]), state["code_refinement"]
-            return
-        cfg = self.cfg
-        users, items = state["user_emb"].to(self.device), state["item_emb"].to(self.device)
-        kept_users, kept_valid, kept, rounds = users, dict(state["valid"]), 0, []
-        for r in range(1, cfg.refine_user_codes + 1):
-            t0 = time.perf_counter()
-            users, flips = refine_round(users, items, self.data.train, cfg.refine_temperature, cfg.refine_top_items,
-                                        on_batch=self.on_step)
-            valid = self._evaluate_tables(users, items, "valid")
-            if valid[VALID_METRIC] > kept_valid[VALID_METRIC]:
-                kept_users, kept_valid, kept = users, valid, r
-            rounds.append({"round": r, "of": cfg.refine_user_codes, "flips": flips, "valid_recall@20": valid["recall@20"],
-                           "valid_ndcg@20": valid["ndcg@20"], "kept": kept, "seconds": time.perf_counter() - t0})
-            if self.on_refine:
-                self.on_refine(rounds[-1])
-            if flips == 0:
-                break
-        self.code_refinement = {"rounds_kept": kept, "rounds": rounds, "valid_before": state["valid"]}
-        save_checkpoint(path, {**state, "user_emb": kept_users, "encoder_user_emb": state["user_emb"], "valid": kept_valid,
-                               "code_refinement": self.code_refinement})
-        self.best_valid = kept_valid
+        if "code_refinement" not in state:
+            cfg = self.cfg
+            items = state["item_emb"].to(self.device)
+            refined = refine_user_codes(
+                state["user_emb"].to(self.device), items, self.data.train,
+                lambda users: self._evaluate_tables(users, items, "valid"), state["valid"], cfg.refine_user_codes,
+                cfg.refine_temperature, cfg.refine_top_items, on_batch=self.on_step, on_round=self.on_refine,
+            )
+            state = {**state, "user_emb": refined.users, "encoder_user_emb": state["user_emb"], "valid": refined.valid,
+                     "code_refinement": refined.record}
+            save_checkpoint(path, state)
+        self.best_valid, self.code_refinement = dict(state["valid"]), state["code_refinement"]
 
     def _estimate_delta(self, epoch: int) -> DeltaState:
         """GSTE's δ from the current float outputs, seeded by the epoch (a resume re-estimates alike)."""

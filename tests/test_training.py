@@ -331,11 +331,11 @@ def test_a_kill_during_code_refinement_resumes_to_the_same_codes(workdir: WorkDi
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("hqgnn.trainer.refine_round", die_in_round_2)
+    monkeypatch.setattr("hqgnn.code_refinement.refine_round", die_in_round_2)
     with pytest.raises(KeyboardInterrupt):
         train(workdir, TrainConfig(run="refine-killed", **cfg))
     assert "code_refinement" not in torch.load(workdir.models / "refine-killed" / "best.pt", weights_only=False)
-    monkeypatch.setattr("hqgnn.trainer.refine_round", real)
+    monkeypatch.setattr("hqgnn.code_refinement.refine_round", real)
     resumed = train(workdir, TrainConfig(resume=True, run="refine-killed", device="cpu"))
     a = torch.load(full.path / "best.pt", weights_only=False)
     b = torch.load(resumed.path / "best.pt", weights_only=False)
