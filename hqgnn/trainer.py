@@ -44,13 +44,14 @@ EVAL_KS = (20, 50)
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; ``cuda`` without CUDA is an :class:`InputError`."""
+    """The device for ``name``: ``auto`` → CUDA when available, else CPU; ``cpu``; ``cuda``
+    (a ``ValueError`` when CUDA is not available)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: CUDA is not available on this machine (torch.cuda.is_available() is false); use --device cpu or auto")
+        raise InputError("device 'cuda': CUDA is not available on this machine (torch.cuda.is_available() is false); pass 'cpu' or 'auto'")
     if name not in ("cpu", "cuda"):
-        raise InputError(f"--device must be auto, cpu or cuda, got {name!r}")
+        raise InputError(f"device must be 'auto', 'cpu' or 'cuda', got {name!r}")
     return torch.device(name)
 
 
@@ -73,7 +74,7 @@ class Trainer:
     ``on_epoch(record)`` is called after each epoch with its history row; ``on_step(done, total)``
     after each optimizer step (no host sync) and, during user-code refinement, after each batch of
     users; ``on_refine(record)`` after each refinement round. ``restore()`` continues from ``last.pt``.
-    Data-parallel runs use :class:`hqgnn.distributed.DistributedTrainer` (``cfg.nproc > 1``).
+    Data-parallel runs use :class:`hqgnn.distributed.DistributedTrainer`.
     """
 
     writes_files = True  # False on ranks > 0 of a distributed run (hqgnn.distributed)
@@ -89,8 +90,6 @@ class Trainer:
         on_step: Callable[[int, int], None] | None = None,
         on_refine: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
-        if cfg.nproc > 1 and not torch.distributed.is_initialized():
-            raise InputError(f"nproc={cfg.nproc}: launch with `hqgnn train --nproc {cfg.nproc}` or torchrun (hqgnn.distributed)")
         self.cfg, self.data, self.run_dir, self.device = cfg, data, Path(run_dir), device
         self.on_epoch, self.on_step, self.on_refine = on_epoch, on_step, on_refine
         self.quantized = cfg.bits != 32

@@ -25,7 +25,7 @@ import yaml
 
 from hqgnn.config import TrainConfig
 from hqgnn.dataset import load_split, write_split
-from hqgnn.distributed import ShardedSampler, shard_bounds
+from hqgnn.distributed import ShardedSampler, init_process_group, shard_bounds
 from hqgnn.errors import InputError
 from hqgnn.runs import load_run
 from hqgnn.sampler import BPRSampler
@@ -97,9 +97,11 @@ def test_sharded_sampler_slices_the_same_global_epoch(split_dir: Path, candidate
             assert torch.equal(torch.cat([b[k] for b, w in got if w > 0]), whole[k])
 
 
-def test_plain_trainer_refuses_nproc_without_a_process_group(split_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="nproc=2"):
-        Trainer(TrainConfig(**{**CFG, "nproc": 2}), load_split(split_dir), tmp_path, torch.device("cpu"))
+def test_init_process_group_names_the_missing_torchrun_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(InputError, match="RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT not set"):
+        init_process_group("cpu")
 
 
 class _Killed(Exception):

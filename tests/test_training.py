@@ -71,7 +71,7 @@ def test_resolve_device() -> None:
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
-        with pytest.raises(InputError, match="--device cuda"):
+        with pytest.raises(InputError, match="CUDA is not available"):
             resolve_device("cuda")
 
 
