@@ -18,17 +18,25 @@ with ``s`` the per-node scale ``mean|x|``. The log-sum-exp runs over the user's 
 highest-scored items (the tail adds ``exp`` of scores far below the head), re-chosen every round.
 A flip keeps every magnitude of the float output, so the scale ``s_u`` and all downstream code
 (quantizer, export, retrieval) stay as they are: only signs change.
+
+:func:`refine_user_codes` runs the rounds and keeps the count with the best validation
+Recall@20 (0 rounds: the trained codes); :func:`refine_round` is one round.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from hqgnn.interactions import InteractionMatrix
 from hqgnn.quant import fake_quantize
+
+SELECT_METRIC = "recall@20"  # the validation metric that picks the number of rounds kept
 
 
 def best_flips(
@@ -90,3 +98,58 @@ def refine_round(
         if on_batch:
             on_batch(end, users.shape[0])
     return out, flips
+
+
+@dataclass(frozen=True)
+class RefinedCodes:
+    """Outcome of :func:`refine_user_codes`: the kept ``users`` ``[U, d]``, their validation
+    metrics ``valid``, and ``record``: ``rounds_kept``, ``rounds`` (one dict per round run:
+    ``round``, ``of``, ``flips``, ``valid_recall@20``, ``valid_ndcg@20``, ``kept``, ``seconds``)
+    and ``valid_before``."""
+
+    users: Tensor
+    valid: dict[str, float]
+    record: dict[str, Any]
+
+
+@torch.no_grad()
+def refine_user_codes(
+    users: Tensor,
+    items: Tensor,
+    train: InteractionMatrix,
+    evaluate: Callable[[Tensor], dict[str, float]],
+    valid_before: dict[str, float],
+    rounds: int,
+    temperature: float = 2.0,
+    top_m: int = 1024,
+    on_batch: Callable[[int, int], None] | None = None,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
+) -> RefinedCodes:
+    """Up to ``rounds`` rounds of :func:`refine_round`, keeping the round count whose users score
+    best on validation (the first best; 0 rounds, the given ``users``, unless a round beats them).
+
+    Args:
+        users: float encoder outputs ``[U, d]``; items: ``[I, d]``; train: the fitted interactions.
+        evaluate: validation metrics (at least ``recall@20``, ``ndcg@20``) of candidate users ``[U, d]``.
+        valid_before: ``evaluate``'s metrics of ``users`` as given.
+        rounds: at most this many rounds; stops earlier after a round without flips.
+        temperature, top_m: the objective's (module docstring; defaults 2.0, 1024).
+        on_batch: passed to each round; on_round: called with each round's record.
+    Deterministic: the same inputs give the same codes.
+    """
+    if rounds < 0:
+        raise ValueError(f"rounds must be >= 0, got {rounds}")
+    kept_users, kept_valid, kept, done = users, dict(valid_before), 0, []
+    for r in range(1, rounds + 1):
+        t0 = time.perf_counter()
+        users, flips = refine_round(users, items, train, temperature, top_m, on_batch=on_batch)
+        valid = evaluate(users)
+        if valid[SELECT_METRIC] > kept_valid[SELECT_METRIC]:
+            kept_users, kept_valid, kept = users, valid, r
+        done.append({"round": r, "of": rounds, "flips": flips, "valid_recall@20": valid["recall@20"],
+                     "valid_ndcg@20": valid["ndcg@20"], "kept": kept, "seconds": time.perf_counter() - t0})
+        if on_round:
+            on_round(done[-1])
+        if flips == 0:
+            break
+    return RefinedCodes(kept_users, kept_valid, {"rounds_kept": kept, "rounds": done, "valid_before": valid_before})

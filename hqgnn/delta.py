@@ -6,19 +6,19 @@ of the Hessian block of each table. ``N`` is the number of quantized elements in
 ``std(g)`` the spread of the loss gradient over them (our reading: the rows a batch does not
 touch have zero gradient and zero curvature, and counting them would shrink δ by the share of
 untouched rows, which depends only on the dataset size). Per table
-``δ = delta_scale · max(0, (Tr(H)/N) / (3·std(g)))``, averaged over the batches. Both the
+``δ = scale · max(0, (Tr(H)/N) / (3·std(g)))``, averaged over the batches. Both the
 Hessian and the gradient scale with ``1/B``, so δ does not depend on the batch size.
 
-With ``delta_granularity: dimension`` (method.md §7's open question) the same Hessian-vector
+With ``granularity="dimension"`` (method.md §7's open question) the same Hessian-vector
 products also give the Hessian diagonal, and each embedding dimension ``j`` of a table gets
-``δ_j = delta_scale · max(0, mean_i H_ij / (3·std_i(g_ij)))``; ``user``/``item`` then hold the
+``δ_j = scale · max(0, mean_i H_ij / (3·std_i(g_ij)))``; ``user``/``item`` then hold the
 mean of those δ_j for logs and history.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -26,8 +26,9 @@ from torch import Tensor
 from hqgnn.hessian import gste_delta, gste_delta_per_dimension, hutchinson
 from hqgnn.loss import bpr_loss
 from hqgnn.quant import fake_quantize
-from hqgnn.recipe import TrainRecipe
 from hqgnn.sampler import BPRSampler
+
+Granularity = Literal["table", "dimension"]
 
 
 @dataclass(frozen=True)
@@ -62,29 +63,54 @@ class DeltaState:
         return self.user, self.item
 
 
-def estimate_delta(user_out: Tensor, item_out: Tensor, sampler: BPRSampler, cfg: TrainRecipe, seed: int) -> DeltaState:
+def estimate_delta(
+    user_out: Tensor,
+    item_out: Tensor,
+    sampler: BPRSampler,
+    *,
+    bits: int,
+    batch_size: int,
+    batches: int = 4,
+    samples: int = 16,
+    rtol: float = 0.05,
+    granularity: Granularity = "table",
+    scale: float = 1.0,
+    seed: int = 0,
+) -> DeltaState:
     """δ for the user and item tables from float encoder outputs ``[num_users, d]``, ``[num_items, d]``.
 
-    Uses ``cfg.hutchinson_batches`` batches of ``cfg.batch_size`` triples drawn from a generator
-    seeded with ``seed`` (so resumed runs re-estimate identically), with uniform negatives also
-    when training picks hard ones (``cfg.negative_candidates``): the curvature at typical triples.
+    Args:
+        sampler: draws the triples (:meth:`BPRSampler.sample`): uniform negatives also when
+            training picks hard ones, for the curvature at typical triples.
+        bits: the quantizer's width (the tables are fake-quantized to it before the loss).
+        batch_size: triples per batch; batches: batches averaged (default 4).
+        samples: at most this many Hutchinson vectors per batch (default 16); rtol: stop sampling
+            earlier once the trace's standard error is below this share (default 0.05).
+        granularity: ``"table"`` (one δ per table, default) or ``"dimension"`` (one per
+            embedding dimension, from the Hessian diagonal).
+        scale: multiplier on the formula's δ (default 1.0).
+        seed: seeds the generator for triples and vectors (a resumed run re-estimates alike).
     """
+    if granularity not in ("table", "dimension"):
+        raise ValueError(f"granularity must be 'table' or 'dimension', got {granularity!r}")
+    if batches < 1 or samples < 1 or batch_size < 1:
+        raise ValueError(f"batches, samples and batch_size must be >= 1, got {batches}, {samples}, {batch_size}")
     gen = torch.Generator(device=user_out.device)
     gen.manual_seed(seed)
-    per_dim = cfg.delta_granularity == "dimension"
+    per_dim = granularity == "dimension"
     deltas_u: list[Tensor] = []
     deltas_i: list[Tensor] = []
     traces_u, traces_i, used = [], [], 0
-    for _ in range(cfg.hutchinson_batches):
-        users, pos, neg = sampler.sample(cfg.batch_size, generator=gen)
+    for _ in range(batches):
+        users, pos, neg = sampler.sample(batch_size, generator=gen)
         rows_u, inv_u = torch.unique(users, return_inverse=True)
         rows_i, inv_i = torch.unique(torch.cat([pos, neg]), return_inverse=True)
-        xu = fake_quantize(user_out[rows_u].detach(), cfg.bits).requires_grad_(True)
-        xi = fake_quantize(item_out[rows_i].detach(), cfg.bits).requires_grad_(True)
+        xu = fake_quantize(user_out[rows_u].detach(), bits).requires_grad_(True)
+        xi = fake_quantize(item_out[rows_i].detach(), bits).requires_grad_(True)
         with torch.enable_grad():
             p, n = xi[inv_i].split(users.numel())
             loss = bpr_loss(xu[inv_u], p, n)
-            est = hutchinson(loss, [xu, xi], max_samples=cfg.hutchinson_samples, rtol=cfg.hutchinson_rtol,
+            est = hutchinson(loss, [xu, xi], max_samples=samples, rtol=rtol,
                              generator=gen, diagonal=per_dim)
         (tr_u, tr_i), (g_u, g_i) = est.traces, est.grads
         if est.diagonals is not None:
@@ -96,8 +122,8 @@ def estimate_delta(user_out: Tensor, item_out: Tensor, sampler: BPRSampler, cfg:
         traces_u.append(tr_u)
         traces_i.append(tr_i)
         used += est.samples
-    delta_u = cfg.delta_scale * torch.stack(deltas_u).mean(dim=0)
-    delta_i = cfg.delta_scale * torch.stack(deltas_i).mean(dim=0)
+    delta_u = scale * torch.stack(deltas_u).mean(dim=0)
+    delta_i = scale * torch.stack(deltas_i).mean(dim=0)
     return DeltaState(
         user=float(delta_u.mean()), item=float(delta_i.mean()),
         trace_user=sum(traces_u) / len(traces_u), trace_item=sum(traces_i) / len(traces_i), hutchinson_samples=used,

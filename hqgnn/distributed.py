@@ -64,8 +64,8 @@ def init_process_group(device: str = "auto", timeout_s: float = 1800.0) -> DistC
     CPU: gloo, with ``cpu_count // local_world_size`` intra-op threads per process."""
     missing = [k for k in TORCHRUN_ENV if k not in os.environ]
     if missing:
-        raise ValueError(f"distributed training needs torchrun's environment; {', '.join(missing)} not set "
-                         "(launch with `hqgnn train --nproc N` or `torchrun ... -m flows.stages.train_ddp`)")
+        raise ValueError(f"init_process_group reads the environment torchrun sets ({', '.join(TORCHRUN_ENV)}); "
+                         f"{', '.join(missing)} not set: start this process with torchrun")
     rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
     dev = resolve_device(device)
     if dev.type == "cuda":

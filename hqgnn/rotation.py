@@ -5,7 +5,8 @@ rotates every output row by ``R`` and leaves every float score ``<x_u, x_i>`` un
 sign codes of the rotated outputs differ, though: iterative quantization picks the ``R`` that
 minimises ``||sign(XR) − XR||²`` over the rows of ``X``, which spreads variance evenly over the
 dimensions, so each bit carries information. Fitted once, at the end of a float warm-up, just
-before quantization-aware training starts (:class:`hqgnn.trainer.Trainer`).
+before quantization-aware training starts (:class:`hqgnn.trainer.Trainer`), and applied to the
+table and its optimizer state by :func:`rotate_parameter`.
 
 Why hand-written: the fit is 10 lines of alternating Procrustes steps (torch SVD); FAISS's
 ``ITQTransform`` also centres and may reduce dimensions (it is an affine map, not a rotation,
@@ -50,3 +51,29 @@ def itq_rotation(x: Tensor, iterations: int = 50, seed: int = 0) -> Tensor:
 def quantization_loss(x: Tensor) -> float:
     """``||sign(x) − x||²`` summed over ``x`` ``[n, d]`` (what :func:`itq_rotation` lowers)."""
     return float((sign_codes(x) - x).pow(2).sum())
+
+
+@torch.no_grad()
+def rotate_parameter(param: Tensor, rot: Tensor, optimizer: torch.optim.Optimizer | None = None) -> None:
+    """Rotate a table ``param`` ``[n, d]`` in place by an orthogonal ``rot`` ``[d, d]`` (``param @ rot``).
+
+    With ``optimizer`` (Adam), its moments of ``param`` follow, if it has taken a step: the first
+    exactly (``exp_avg @ rot``), the second approximately (``exp_avg_sq @ rot²``, elementwise
+    square: the variance of a rotated coordinate if the gradient's coordinates were uncorrelated;
+    it stays ≥ 0).
+
+    Example:
+        >>> import torch
+        >>> e = torch.nn.Parameter(torch.randn(6, 4))
+        >>> before = e @ e.T
+        >>> rotate_parameter(e, itq_rotation(e, iterations=3))
+        >>> bool(torch.allclose(e @ e.T, before, atol=1e-5))
+        True
+    """
+    if rot.shape != (param.shape[-1], param.shape[-1]):
+        raise ValueError(f"rot must be [d, d] with d = {param.shape[-1]} (param's last dim), got shape {tuple(rot.shape)}")
+    param.copy_(param @ rot)
+    state = optimizer.state.get(param, {}) if optimizer is not None else {}
+    if "exp_avg" in state:
+        state["exp_avg"].copy_(state["exp_avg"] @ rot)
+        state["exp_avg_sq"].copy_(state["exp_avg_sq"] @ rot.square())

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from hqgnn.checkpoint import load_checkpoint, save_checkpoint
-from hqgnn.code_refinement import refine_round
+from hqgnn.code_refinement import refine_user_codes
 from hqgnn.dataset import SplitData
 from hqgnn.delta import DeltaState, estimate_delta
 from hqgnn.encoder import LightGCNEncoder
@@ -35,7 +35,7 @@ from hqgnn.loss import bpr_loss, l2_penalty
 from hqgnn.metrics import evaluate_ranking
 from hqgnn.quant import fake_quantize
 from hqgnn.recipe import TrainRecipe
-from hqgnn.rotation import itq_rotation
+from hqgnn.rotation import itq_rotation, rotate_parameter
 from hqgnn.sampler import BPRSampler, hardest_negatives
 
 VALID_METRIC = "recall@20"
@@ -43,13 +43,14 @@ EVAL_KS = (20, 50)
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; ``cuda`` without CUDA is an ``ValueError``."""
+    """The device for ``name``: ``auto`` → CUDA when available, else CPU; ``cpu``; ``cuda``
+    (a ``ValueError`` when CUDA is not available)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: CUDA is not available on this machine (torch.cuda.is_available() is false); use --device cpu or auto")
+        raise ValueError("device 'cuda': CUDA is not available on this machine (torch.cuda.is_available() is false); pass 'cpu' or 'auto'")
     if name not in ("cpu", "cuda"):
-        raise ValueError(f"--device must be auto, cpu or cuda, got {name!r}")
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {name!r}")
     return torch.device(name)
 
 
@@ -180,8 +181,8 @@ class Trainer:
         while self.epoch < cfg.epochs and self.status == "running":
             epoch, t0 = self.epoch, time.perf_counter()
             self.quantizing = self.quantized and epoch >= cfg.float_warmup_epochs
-            if self.quantizing and epoch == cfg.float_warmup_epochs > 0 and cfg.itq_rotation:
-                self._rotate()
+            if self.quantizing and epoch == cfg.float_warmup_epochs > 0 and cfg.itq_rotation:  # float scores kept, sign codes better
+                rotate_parameter(self.model.embedding, itq_rotation(torch.cat(self.embeddings()), seed=cfg.seed), self.optimizer)
             if cfg.estimator == "gste" and self.quantizing and (epoch - cfg.float_warmup_epochs) % cfg.delta_every == 0:
                 self.delta = self._estimate_delta(epoch)
             lr = self.optimizer.param_groups[0]["lr"]
@@ -212,54 +213,35 @@ class Trainer:
                          self.code_refinement)
 
     @torch.no_grad()
-    def _rotate(self) -> None:
-        """Rotate the layer-0 table by the ITQ rotation of the current outputs (float scores
-        unchanged, sign codes better); Adam's moments follow (the second one approximately)."""
-        rot = itq_rotation(torch.cat(self.embeddings()), seed=self.cfg.seed)
-        param = self.model.embedding
-        param.copy_(param @ rot)
-        state = self.optimizer.state.get(param, {})
-        if "exp_avg" in state:
-            state["exp_avg"].copy_(state["exp_avg"] @ rot)
-            state["exp_avg_sq"].copy_(state["exp_avg_sq"] @ rot.square())
-
-    @torch.no_grad()
     def _refine_user_codes(self) -> None:
-        """Greedy sign flips of ``best.pt``'s user codes (:mod:`hqgnn.code_refinement`), round by round;
-        keeps the round with the best validation Recall@20 (0 rounds: the trained codes) and writes
-        it into ``best.pt`` as ``user_emb`` (the encoder's outputs stay as ``encoder_user_emb``) with
-        a ``code_refinement`` record, once: a resume after that skips it.
-        Deterministic, so a kill during the rounds and a resume end where an uninterrupted run ends."""
+        """Refine ``best.pt``'s user codes (:func:`hqgnn.code_refinement.refine_user_codes`) and write
+        the kept ones into it as ``user_emb`` (the encoder's outputs stay as ``encoder_user_emb``) with
+        a ``code_refinement`` record, once: a resume after that skips it. Deterministic, so a kill
+        during the rounds and a resume end where an uninterrupted run ends."""
         path = self.run_dir / "best.pt"
         state = load_checkpoint(path)
-        if "code_refinement" in state:
-            self.best_valid, self.code_refinement = dict(state["valid"]), state["code_refinement"]
-            return
-        cfg = self.cfg
-        users, items = state["user_emb"].to(self.device), state["item_emb"].to(self.device)
-        kept_users, kept_valid, kept, rounds = users, dict(state["valid"]), 0, []
-        for r in range(1, cfg.refine_user_codes + 1):
-            t0 = time.perf_counter()
-            users, flips = refine_round(users, items, self.data.train, cfg.refine_temperature, cfg.refine_top_items,
-                                        on_batch=self.on_step)
-            valid = self._evaluate_tables(users, items, "valid")
-            if valid[VALID_METRIC] > kept_valid[VALID_METRIC]:
-                kept_users, kept_valid, kept = users, valid, r
-            rounds.append({"round": r, "of": cfg.refine_user_codes, "flips": flips, "valid_recall@20": valid["recall@20"],
-                           "valid_ndcg@20": valid["ndcg@20"], "kept": kept, "seconds": time.perf_counter() - t0})
-            if self.on_refine:
-                self.on_refine(rounds[-1])
-            if flips == 0:
-                break
-        self.code_refinement = {"rounds_kept": kept, "rounds": rounds, "valid_before": state["valid"]}
-        save_checkpoint(path, {**state, "user_emb": kept_users, "encoder_user_emb": state["user_emb"], "valid": kept_valid,
-                               "code_refinement": self.code_refinement})
-        self.best_valid = kept_valid
+        if "code_refinement" not in state:
+            cfg = self.cfg
+            items = state["item_emb"].to(self.device)
+            refined = refine_user_codes(
+                state["user_emb"].to(self.device), items, self.data.train,
+                lambda users: self._evaluate_tables(users, items, "valid"), state["valid"], cfg.refine_user_codes,
+                cfg.refine_temperature, cfg.refine_top_items, on_batch=self.on_step, on_round=self.on_refine,
+            )
+            state = {**state, "user_emb": refined.users, "encoder_user_emb": state["user_emb"], "valid": refined.valid,
+                     "code_refinement": refined.record}
+            save_checkpoint(path, state)
+        self.best_valid, self.code_refinement = dict(state["valid"]), state["code_refinement"]
 
     def _estimate_delta(self, epoch: int) -> DeltaState:
         """GSTE's δ from the current float outputs, seeded by the epoch (a resume re-estimates alike)."""
+        cfg = self.cfg
         users, items = self.embeddings()
-        return estimate_delta(users, items, self.sampler, self.cfg, seed=self.cfg.seed * 100_003 + epoch)
+        return estimate_delta(
+            users, items, self.sampler, bits=cfg.bits, batch_size=cfg.batch_size, batches=cfg.hutchinson_batches,
+            samples=cfg.hutchinson_samples, rtol=cfg.hutchinson_rtol, granularity=cfg.delta_granularity,
+            scale=cfg.delta_scale, seed=cfg.seed * 100_003 + epoch,
+        )
 
     def _track_best(self, valid: dict[str, float] | None) -> None:
         if valid is None:

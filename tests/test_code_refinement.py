@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hqgnn.code_refinement import best_flips, refine_round
+from hqgnn.code_refinement import best_flips, refine_round, refine_user_codes
 from hqgnn.interactions import InteractionMatrix
 from hqgnn.quant import fake_quantize, sign_codes
 
@@ -90,3 +90,33 @@ def test_rounds_raise_the_objective_over_all_items(top_m: int) -> None:
     users, items, train = random_case(2, users=20, items=40)
     out, _ = refine_round(users, items, train, 1.0, top_m=top_m)
     assert float(objective(out, items, train, 1.0).sum()) > float(objective(users, items, train, 1.0).sum())
+
+
+def test_refine_user_codes_keeps_the_first_best_round_on_validation() -> None:
+    """The callback scores each round; the record names every round run and the count kept."""
+    users, items, train = random_case(3, users=20, items=40)
+    scores = iter([0.3, 0.5, 0.5, 0.1])  # rounds 1-4: round 2 is the first best
+
+    def evaluate(u: torch.Tensor) -> dict[str, float]:
+        r = next(scores)
+        return {"recall@20": r, "ndcg@20": r / 2}
+
+    seen: list[dict[str, object]] = []
+    out = refine_user_codes(users, items, train, evaluate, {"recall@20": 0.4, "ndcg@20": 0.2}, rounds=4,
+                            temperature=1.0, top_m=8, on_round=seen.append)
+    expected = users
+    for _ in range(2):
+        expected, _ = refine_round(expected, items, train, 1.0, 8)
+    assert torch.equal(out.users, expected) and out.valid == {"recall@20": 0.5, "ndcg@20": 0.25}
+    assert out.record["rounds_kept"] == 2 and out.record["valid_before"] == {"recall@20": 0.4, "ndcg@20": 0.2}
+    assert [r["round"] for r in out.record["rounds"]] == [1, 2, 3, 4] and seen == out.record["rounds"]
+    assert [r["kept"] for r in seen] == [0, 2, 2, 2] and all(r["of"] == 4 for r in seen)
+
+
+def test_refine_user_codes_keeps_the_trained_codes_when_no_round_beats_them() -> None:
+    users, items, train = random_case(4)
+    out = refine_user_codes(users, items, train, lambda u: {"recall@20": 0.0, "ndcg@20": 0.0},
+                            {"recall@20": 0.1, "ndcg@20": 0.1}, rounds=2, top_m=8)
+    assert out.users is users and out.record["rounds_kept"] == 0 and out.valid == {"recall@20": 0.1, "ndcg@20": 0.1}
+    with pytest.raises(ValueError, match="rounds"):
+        refine_user_codes(users, items, train, lambda u: {}, {}, rounds=-1)

@@ -26,7 +26,7 @@ import yaml
 from flows.config import TrainConfig
 from flows.split_files import load_split, write_split
 from flows.trained_runs import load_run
-from hqgnn.distributed import ShardedSampler, shard_bounds
+from hqgnn.distributed import ShardedSampler, init_process_group, shard_bounds
 from hqgnn.sampler import BPRSampler
 from hqgnn.synthetic import SyntheticSpec, generate_interactions
 from hqgnn.trainer import Trainer
@@ -94,6 +94,13 @@ def test_sharded_sampler_slices_the_same_global_epoch(split_dir: Path, candidate
         assert sum(w for _, w in got) == pytest.approx(1.0)
         for k in range(3):  # users, positives, negatives: the slices put back together
             assert torch.equal(torch.cat([b[k] for b, w in got if w > 0]), whole[k])
+
+
+def test_init_process_group_names_the_missing_torchrun_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(ValueError, match="RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT not set"):
+        init_process_group("cpu")
 
 
 class _Killed(Exception):

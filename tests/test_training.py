@@ -20,7 +20,7 @@ from flows.workdir import WorkDir
 from hqgnn.code_refinement import refine_round
 from hqgnn.metrics import evaluate_ranking
 from hqgnn.quant import fake_quantize
-from hqgnn.rotation import quantization_loss
+from hqgnn.rotation import itq_rotation, quantization_loss, rotate_parameter
 from hqgnn.sampler import BPRSampler, hardest_negatives
 from hqgnn.synthetic import SyntheticSpec, generate_interactions
 from hqgnn.trainer import Trainer, resolve_device
@@ -71,7 +71,7 @@ def test_resolve_device() -> None:
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="cuda"):
+        with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
 
 
@@ -159,7 +159,7 @@ def test_float_warmup_then_itq_rotation_keeps_float_scores_and_lowers_sign_loss(
     for u, p, n in trainer.sampler.epoch(cfg.batch_size):  # one float epoch: Adam has moments to rotate
         trainer.step(u, p, n)
     users, items = trainer.embeddings()
-    trainer._rotate()
+    rotate_parameter(trainer.model.embedding, itq_rotation(torch.cat(trainer.embeddings()), seed=cfg.seed), trainer.optimizer)
     r_users, r_items = trainer.embeddings()
     assert torch.allclose(r_users @ r_items.T, users @ items.T, atol=1e-4)
     assert quantization_loss(torch.cat([r_users, r_items])) < quantization_loss(torch.cat([users, items]))
@@ -331,11 +331,11 @@ def test_a_kill_during_code_refinement_resumes_to_the_same_codes(workdir: WorkDi
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("hqgnn.trainer.refine_round", die_in_round_2)
+    monkeypatch.setattr("hqgnn.code_refinement.refine_round", die_in_round_2)
     with pytest.raises(KeyboardInterrupt):
         train(workdir, TrainConfig(run="refine-killed", **cfg))
     assert "code_refinement" not in torch.load(workdir.models / "refine-killed" / "best.pt", weights_only=False)
-    monkeypatch.setattr("hqgnn.trainer.refine_round", real)
+    monkeypatch.setattr("hqgnn.code_refinement.refine_round", real)
     resumed = train(workdir, TrainConfig(resume=True, run="refine-killed", device="cpu"))
     a = torch.load(full.path / "best.pt", weights_only=False)
     b = torch.load(resumed.path / "best.pt", weights_only=False)
