@@ -2,7 +2,7 @@
 
 extract (``hqgnn.rawio`` reads a file as strings) -> check (``sql/warehouse/staged.sql`` types and
 checks every row) -> write (``sql/warehouse/steps/append_{raw,quarantine,batch}.sql``) -> validate
-(the ``raw_interactions`` contract on the accepted rows).
+(the ``raw`` contract on the accepted rows).
 
 All files of one call share one transaction: a bad file or a failed contract leaves the
 warehouse exactly as before. A file whose content was ingested before is skipped.
@@ -87,7 +87,7 @@ def ingest(workdir: WorkDir, cfg: IngestConfig) -> IngestResult:
                     results.append(_ingest_file(con, Path(path), cfg))
                     progress.advance(task)
             if any(r.status == "ingested" for r in results):
-                check_contract("raw_interactions", lambda: _fetch_new_raw(con, results))
+                check_contract("raw", lambda: _fetch_new_raw(con, results))
             con.commit()
         except BaseException:
             con.rollback()

@@ -105,7 +105,7 @@ def _build_tables(con: duckdb.DuckDBPyConnection, cfg: PrepareConfig) -> dict[st
         run_sql(con, "splits/user_ids")
         run_sql(con, "splits/item_ids")
         run_sql(con, "splits/clean", rating_threshold=cfg.rating_threshold)
-        check_contract("clean_interactions", lambda: query(con, "splits/probes/clean_rows").df())
+        check_contract("clean", lambda: query(con, "splits/probes/clean_rows").df())
     with console.status("k-core") as status:
         passes = kcore(
             con, cfg.kcore_user, cfg.kcore_item,
@@ -117,7 +117,7 @@ def _build_tables(con: duckdb.DuckDBPyConnection, cfg: PrepareConfig) -> dict[st
             f"the {cfg.kcore_user}/{cfg.kcore_item}-core of {counts['clean']:,} clean interactions is empty: "
             "lower --kcore-user / --kcore-item or ingest more data"
         )
-    check_contract("kcore_interactions", lambda: query(con, "splits/probes/kcore_rows").df(), {"k_user": cfg.kcore_user, "k_item": cfg.kcore_item})
+    check_contract("kcore", lambda: query(con, "splits/probes/kcore_rows").df(), {"k_user": cfg.kcore_user, "k_item": cfg.kcore_item})
     if cfg.split == "predefined" and counts["kcore_test_role"] == 0:
         raise InputError("--split predefined needs rows ingested with --split-role test (and train); none are left after k-core")
     with console.status(f"split: {cfg.split}"):
