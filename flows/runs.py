@@ -2,8 +2,8 @@
 
 The row is written when a run starts (status ``running``) and replaced when it ends
 (``completed``, or ``failed`` with the message), by
-``sql/runs.sql`` through the warehouse's SQL runner. A DuckDB file admits one process at a time,
-so the connection is opened only for the write.
+``sql/warehouse/runs.sql`` through the warehouse's SQL runner. A DuckDB file admits one process
+at a time, so the connection is opened only for the write.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ STATUSES = ("running", "completed", "failed")
 
 @dataclass(frozen=True)
 class RunRecord:
-    """One row of ``runs`` (see ``sql/runs.sql`` for the columns)."""
+    """One row of ``runs`` (see ``sql/warehouse/runs.sql`` for the columns)."""
 
     run_id: str
     flow_run_name: str
@@ -51,7 +51,7 @@ def record_run(warehouse: Path, rec: RunRecord) -> None:
     with connect(warehouse) as con:
         run_sql(
             con,
-            "runs",
+            "warehouse/runs",
             run_id=rec.run_id,
             flow_run_name=rec.flow_run_name,
             deployment=rec.deployment,

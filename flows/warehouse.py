@@ -1,26 +1,31 @@
-"""The DuckDB warehouse: one connection per stage run, and one runner for every ``sql/<stage>.sql``.
+"""The DuckDB warehouse: one connection per stage run, and one runner for every file of ``sql/``.
+
+A SQL file is named by its path under ``sql/`` without ``.sql``, so a call site shows the stage
+a table belongs to: ``run_sql(con, "splits/clean", rating_threshold=4)``. The layout::
+
+    sql/<stage>/<table>.sql    creates the table it is named after (warehouse/, splits/)
+    sql/<stage>/steps/         statements that change tables, named for what they do
+    sql/<stage>/probes/        one SELECT each: counts, look-ups, rows as a contract sees them
+    sql/splits/outputs/        one SELECT per Parquet file of a split snapshot
+    sql/queries/               ad-hoc queries over exported codes, for any DuckDB (not run here)
 
 SQL files hold ``$named`` parameters; :func:`run_sql` binds exactly the ones a statement uses
-(values are never formatted into SQL). A file may hold several statements separated by ``;`` at
-the end of a line; each is executed in order with its own parameters.
+(values are never formatted into SQL). A file may hold several statements: DuckDB's own parser
+splits them (:func:`statements`), so a ``;`` in a string or comment is no boundary, and each
+statement is executed in order with its own parameters.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
 
 from flows.paths import sql_dir
-
-_PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
-_COMMENT = re.compile(r"--[^\n]*")
-_STATEMENT_END = re.compile(r";\s*(?:\n|$)")
 
 
 def default_threads() -> int:
@@ -58,45 +63,79 @@ def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def sql_text(stage: str) -> str:
-    """The text of ``sql/<stage>.sql``."""
-    path = sql_dir() / f"{stage}.sql"
+def sql_path(name: str) -> Path:
+    """The file of SQL ``name``, a path under ``sql/`` without ``.sql`` (``"splits/clean"``).
+
+    Raises ``FileNotFoundError`` naming the file, and the names with the same last part when a
+    bare or misplaced name was given (``"clean"`` -> did you mean ``"splits/clean"``).
+    """
+    root = sql_dir()
+    path = root / f"{name}.sql"
     if not path.is_file():
-        raise FileNotFoundError(f"no SQL file for stage {stage!r}: {path}")
-    return path.read_text()
+        stem = name.rsplit("/", 1)[-1]
+        near = [n for n in sql_names(root) if n.rsplit("/", 1)[-1] == stem]
+        hint = f" (did you mean {', '.join(map(repr, near))}?)" if near else ""
+        raise FileNotFoundError(f"no SQL file {name!r}: {path}{hint}")
+    return path
 
 
-def statements(text: str) -> list[str]:
-    """Split a SQL file into statements (``;`` at a line end), dropping empty ones."""
-    return [s.strip() for s in _STATEMENT_END.split(text) if _COMMENT.sub("", s).strip()]
+def sql_names(root: Path | None = None) -> list[str]:
+    """Every SQL name under ``root`` (default ``sql/``), sorted: ``"splits/clean"``, ...."""
+    root = root or sql_dir()
+    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.sql"))
 
 
-def run_sql(con: duckdb.DuckDBPyConnection, stage: str, **params: Any) -> duckdb.DuckDBPyConnection:
-    """Execute every statement of ``sql/<stage>.sql`` with its ``$named`` parameters.
+def sql_text(name: str) -> str:
+    """The text of ``sql/<name>.sql`` (``name`` as in :func:`sql_path`)."""
+    return sql_path(name).read_text()
+
+
+class Statement(NamedTuple):
+    """One statement of a SQL file: its text (comments kept) and the ``$named`` parameters it uses."""
+
+    sql: str
+    params: frozenset[str]
+
+
+def statements(text: str) -> list[Statement]:
+    """Split SQL text into statements with DuckDB's own parser (``extract_statements``).
+
+    A ``;`` or ``$name`` inside a string literal, quoted identifier or comment is left alone;
+    text with no statement (only comments or blanks) gives ``[]``. Raises
+    ``duckdb.ParserException`` on text DuckDB cannot parse.
+    """
+    return [Statement(s.query.strip(), frozenset(s.named_parameters)) for s in duckdb.extract_statements(text)]
+
+
+def run_sql(con: duckdb.DuckDBPyConnection, name: str, **params: Any) -> duckdb.DuckDBPyConnection:
+    """Execute every statement of ``sql/<name>.sql`` in order, each with its ``$named`` parameters
+    (bound by DuckDB, never formatted into the SQL), e.g. ``run_sql(con, "splits/clean", rating_threshold=4)``.
 
     Raises ``ValueError`` when a statement needs a parameter that was not given, or a given
     parameter is used by no statement (a typo). Returns the connection (results of the last
     statement can be fetched from it).
     """
-    stmts = statements(sql_text(stage))
+    stmts = statements(sql_text(name))
     used: set[str] = set()
     for stmt in stmts:
-        names = set(_PARAM.findall(_COMMENT.sub("", stmt)))
-        missing = sorted(names - set(params))
+        missing = sorted(stmt.params - set(params))
         if missing:
-            raise ValueError(f"sql/{stage}.sql needs parameter(s) {missing}")
-        used |= names
-        con.execute(stmt, {k: params[k] for k in names} if names else None)
+            raise ValueError(f"sql/{name}.sql needs parameter(s) {missing}")
+        used |= stmt.params
+        con.execute(stmt.sql, {k: params[k] for k in stmt.params} if stmt.params else None)
     unused = sorted(set(params) - used)
     if unused:
-        raise ValueError(f"sql/{stage}.sql does not use parameter(s) {unused}")
+        raise ValueError(f"sql/{name}.sql does not use parameter(s) {unused}")
     return con
 
 
-def query(con: duckdb.DuckDBPyConnection, stage: str, **params: Any) -> duckdb.DuckDBPyRelation:
-    """A one-statement SELECT file (``sql/<stage>.sql``) as a relation (``.df()``, ``.to_arrow_table()``)."""
-    (stmt,) = statements(sql_text(stage))
-    names = set(_PARAM.findall(_COMMENT.sub("", stmt)))
-    if names != set(params):
-        raise ValueError(f"sql/{stage}.sql uses parameters {sorted(names)}, got {sorted(params)}")
-    return con.sql(stmt, params=params or None)
+def query(con: duckdb.DuckDBPyConnection, name: str, **params: Any) -> duckdb.DuckDBPyRelation:
+    """A one-statement SELECT file (``sql/<name>.sql``) as a relation (``.df()``, ``.to_arrow_table()``),
+    e.g. ``query(con, "splits/probes/split_counts")``."""
+    stmts = statements(sql_text(name))
+    if len(stmts) != 1:
+        raise ValueError(f"sql/{name}.sql holds {len(stmts)} statements, query() runs exactly one")
+    (stmt,) = stmts
+    if stmt.params != set(params):
+        raise ValueError(f"sql/{name}.sql uses parameters {sorted(stmt.params)}, got {sorted(params)}")
+    return con.sql(stmt.sql, params=params or None)

@@ -1,8 +1,8 @@
 """Stage `ingest`: raw interaction files into the warehouse (raw, quarantine, batches tables).
 
-extract (``hqgnn.rawio`` reads a file as strings) -> check (``sql/staged.sql`` types and checks
-every row) -> write (``sql/raw.sql``, ``sql/quarantine.sql``, ``sql/batches.sql``) -> validate
-(the ``raw_interactions`` contract on the accepted rows).
+extract (``hqgnn.rawio`` reads a file as strings) -> check (``sql/warehouse/staged.sql`` types and
+checks every row) -> write (``sql/warehouse/steps/append_{raw,quarantine,batch}.sql``) -> validate
+(the ``raw`` contract on the accepted rows).
 
 All files of one call share one transaction: a bad file or a failed contract leaves the
 warehouse exactly as before. A file whose content was ingested before is skipped.
@@ -77,7 +77,9 @@ def ingest(workdir: WorkDir, cfg: IngestConfig) -> IngestResult:
     with connect(workdir.warehouse) as con:
         con.begin()
         try:
-            run_sql(con, "warehouse")
+            run_sql(con, "warehouse/batches")
+            run_sql(con, "warehouse/raw")
+            run_sql(con, "warehouse/quarantine")
             with _progress() as progress:
                 task = progress.add_task("ingest", total=len(cfg.files))
                 for path in cfg.files:
@@ -85,7 +87,7 @@ def ingest(workdir: WorkDir, cfg: IngestConfig) -> IngestResult:
                     results.append(_ingest_file(con, Path(path), cfg))
                     progress.advance(task)
             if any(r.status == "ingested" for r in results):
-                check_contract("raw_interactions", lambda: _fetch_new_raw(con, results))
+                check_contract("raw", lambda: _fetch_new_raw(con, results))
             con.commit()
         except BaseException:
             con.rollback()
@@ -97,7 +99,7 @@ def ingest(workdir: WorkDir, cfg: IngestConfig) -> IngestResult:
 
 def _ingest_file(con: duckdb.DuckDBPyConnection, path: Path, cfg: IngestConfig) -> FileResult:
     sha = file_sha256(path)
-    seen = next(iter(query(con, "batch_seen", source_hash=sha).fetchall()), None)
+    seen = next(iter(query(con, "warehouse/probes/batch_seen", source_hash=sha).fetchall()), None)
     if seen is not None:
         return FileResult(path, seen[0], "skipped", 0, 0, 0)
     read = read_raw(path, cfg.format, cfg.columns, cfg.delimiter, cfg.header)
@@ -105,32 +107,32 @@ def _ingest_file(con: duckdb.DuckDBPyConnection, path: Path, cfg: IngestConfig) 
     con.register("staged_arrow", read.table)
     try:
         run_sql(
-            con, "staged", batch_id=batch_id, source_file=str(path.resolve()), source_hash=sha,
+            con, "warehouse/staged", batch_id=batch_id, source_file=str(path.resolve()), source_hash=sha,
             seq_stride=read.max_pos + 1, split_role=cfg.split_role,
             has_timestamp="timestamp" in read.columns, has_rating="rating" in read.columns,
             rating_min=cfg.rating_min, rating_max=cfg.rating_max,
         )
     finally:
         con.unregister("staged_arrow")
-    run_sql(con, "raw")
-    run_sql(con, "quarantine")
+    run_sql(con, "warehouse/steps/append_raw")
+    run_sql(con, "warehouse/steps/append_quarantine")
     run_sql(
-        con, "batches", batch_id=batch_id, source_file=str(path.resolve()), source_hash=sha,
+        con, "warehouse/steps/append_batch", batch_id=batch_id, source_file=str(path.resolve()), source_hash=sha,
         format=read.format, split_role=cfg.split_role, columns=json.dumps(dict(read.columns), sort_keys=True),
     )
-    (rows, accepted, quarantined, top_reason), = query(con, "batch_counts").fetchall()
+    (rows, accepted, quarantined, top_reason), = query(con, "warehouse/probes/staged_counts").fetchall()
     if accepted == 0:
         raise InputError(
             f"{path}: all {rows:,} row(s) rejected, e.g. {top_reason!r} "
             f"(wrong --format, --columns or --delimiter?)"
         )
-    run_sql(con, "staged_drop")
+    run_sql(con, "warehouse/steps/drop_staged")
     return FileResult(path, batch_id, "ingested", rows, accepted, quarantined)
 
 
 def _fetch_new_raw(con: duckdb.DuckDBPyConnection, results: list[FileResult]) -> Any:
     ids = [r.batch_id for r in results if r.status == "ingested"]
-    return query(con, "raw_batches", batch_ids=ids).df()
+    return query(con, "warehouse/probes/raw_rows", batch_ids=ids).df()
 
 
 def check_contract(contract: str, fetch: Callable[[], Any], params: dict[str, Any] | None = None) -> None:

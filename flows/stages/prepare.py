@@ -1,8 +1,8 @@
 """Stage `prepare`: clean -> k-core -> split -> id maps -> Parquet snapshot under contracts.
 
-Each step is one SQL file (``sql/user_ids.sql``, ``sql/item_ids.sql``, ``sql/clean.sql``, ``sql/kcore_edges*.sql`` + ``sql/kcore.sql``,
-``sql/split.sql``, ``sql/user_map.sql``, ``sql/item_map.sql``), each output checked by its data
-contract. The snapshot ``splits/<id>/`` is written into a temporary folder, checked by the split
+Each step is one SQL file in ``sql/splits/`` (``user_ids``, ``item_ids``, ``clean``, ``kcore_edges`` +
+``steps/prune_kcore_edges`` + ``kcore``, ``split``, ``user_map``, ``item_map``), each output checked
+by its data contract. The snapshot ``splits/<id>/`` is written into a temporary folder, checked by the split
 contracts there, renamed into place, and only then is ``splits/current`` switched to it.
 
 The snapshot id is a short hash of the prepare config and the content hashes of the ingested
@@ -89,7 +89,7 @@ def snapshot_id(cfg: PrepareConfig, sources: list[dict[str, Any]]) -> str:
 
 def _sources(con: duckdb.DuckDBPyConnection, workdir: WorkDir) -> list[dict[str, Any]]:
     try:
-        rel = query(con, "source_batches")
+        rel = query(con, "splits/probes/source_batches")
         rows = rel.fetchall()
         cols = rel.columns
     except duckdb.CatalogException:
@@ -103,28 +103,28 @@ def _build_tables(con: duckdb.DuckDBPyConnection, cfg: PrepareConfig) -> dict[st
     """clean, kcore, split, user_map, item_map tables, each checked by its contract."""
     t0 = time.perf_counter()
     with console.status("clean: implicit feedback, duplicates"):
-        run_sql(con, "user_ids")
-        run_sql(con, "item_ids")
-        run_sql(con, "clean", rating_threshold=cfg.rating_threshold)
-        check_contract("clean_interactions", lambda: query(con, "clean_rows").df())
+        run_sql(con, "splits/user_ids")
+        run_sql(con, "splits/item_ids")
+        run_sql(con, "splits/clean", rating_threshold=cfg.rating_threshold)
+        check_contract("clean", lambda: query(con, "splits/probes/clean_rows").df())
     with console.status("k-core") as status:
         passes = kcore(
             con, cfg.kcore_user, cfg.kcore_item,
             lambda p, d: status.update(f"k-core ({cfg.kcore_user}/{cfg.kcore_item}): pass {p}, removed {d:,} pairs"),
         )
-    (counts,) = [dict(zip(("raw", "quarantined", "clean", "kcore", "kcore_test_role"), r, strict=True)) for r in query(con, "stage_counts").fetchall()]
+    (counts,) = [dict(zip(("raw", "quarantined", "clean", "kcore", "kcore_test_role"), r, strict=True)) for r in query(con, "splits/probes/table_counts").fetchall()]
     if counts["kcore"] == 0:
         raise InputError(
             f"the {cfg.kcore_user}/{cfg.kcore_item}-core of {counts['clean']:,} clean interactions is empty: "
             "lower --kcore-user / --kcore-item or ingest more data"
         )
-    check_contract("kcore_interactions", lambda: query(con, "kcore_rows").df(), {"k_user": cfg.kcore_user, "k_item": cfg.kcore_item})
+    check_contract("kcore", lambda: query(con, "splits/probes/kcore_rows").df(), {"k_user": cfg.kcore_user, "k_item": cfg.kcore_item})
     if cfg.split == "predefined" and counts["kcore_test_role"] == 0:
         raise InputError("--split predefined needs rows ingested with --split-role test (and train); none are left after k-core")
     with console.status(f"split: {cfg.split}"):
-        run_sql(con, "split", method=cfg.split, seed=cfg.seed, train_ratio=cfg.train_ratio, valid_ratio=cfg.valid_ratio)
-        run_sql(con, "user_map")
-        run_sql(con, "item_map")
+        run_sql(con, "splits/split", method=cfg.split, seed=cfg.seed, train_ratio=cfg.train_ratio, valid_ratio=cfg.valid_ratio)
+        run_sql(con, "splits/user_map")
+        run_sql(con, "splits/item_map")
     counts["kcore_passes"] = passes
     console.print(
         f"  clean {counts['clean']:,} pairs (from {counts['raw']:,} raw rows); "
@@ -139,32 +139,32 @@ def kcore(
     """Table ``kcore`` = the (k_user, k_item)-core of table ``clean``, to a fixpoint.
 
     A semi-join loop driven from here: each pass deletes the pairs of users with < k_user items
-    and of items with < k_item users (``sql/kcore_edges_prune.sql``) until a pass deletes
+    and of items with < k_item users (``sql/splits/steps/prune_kcore_edges.sql``) until a pass deletes
     nothing (the issue measured 11 s for 10 M rows this way vs 35 s for one recursive CTE).
     Returns the passes run.
     """
-    run_sql(con, "kcore_edges")
+    run_sql(con, "splits/kcore_edges")
     passes = 0
     while True:
         passes += 1
-        ((deleted,),) = run_sql(con, "kcore_edges_prune", k_user=k_user, k_item=k_item).fetchall()
+        ((deleted,),) = run_sql(con, "splits/steps/prune_kcore_edges", k_user=k_user, k_item=k_item).fetchall()
         if on_pass is not None:
             on_pass(passes, deleted)
         if deleted == 0:
             break
-    run_sql(con, "kcore")
+    run_sql(con, "splits/kcore")
     return passes
 
 
 def _write_snapshot(con: duckdb.DuckDBPyConnection, folder: Path) -> dict[str, dict[str, int]]:
     """train/valid/test/users/items .parquet into ``folder``; returns rows and cold rows per split."""
-    per_split = {r[0]: {"rows": int(r[1]), "cold": int(r[2])} for r in query(con, "split_counts").fetchall()}
+    per_split = {r[0]: {"rows": int(r[1]), "cold": int(r[2])} for r in query(con, "splits/probes/split_counts").fetchall()}
     with console.status("write parquet"):
         for name in SPLITS:
-            table = query(con, "split_rows", split=name).to_arrow_table()
+            table = query(con, "splits/outputs/split_rows", split=name).to_arrow_table()
             pq.write_table(table.cast(SPLIT_SCHEMA), folder / f"{name}.parquet")
         for name, schema in MAP_SCHEMA.items():
-            pq.write_table(query(con, name).to_arrow_table().cast(schema), folder / f"{name}.parquet")
+            pq.write_table(query(con, f"splits/outputs/{name}").to_arrow_table().cast(schema), folder / f"{name}.parquet")
     return {name: per_split.get(name, {"rows": 0, "cold": 0}) for name in SPLITS}
 
 

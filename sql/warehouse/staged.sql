@@ -1,6 +1,7 @@
--- One file's rows (the Arrow table registered as staged_arrow), typed and checked: `reason` is
--- null for an accepted row, else why it goes to quarantine. Timestamps: unix seconds (integer
--- or decimal) or ISO-8601 datetimes (UTC unless an offset is given), 1900..2100.
+-- staged (temp): one file's rows (the Arrow table registered as staged_arrow), typed and
+-- checked: `reason` is null for an accepted row, else why it goes to quarantine. Timestamps:
+-- unix seconds (integer or decimal) or ISO-8601 datetimes (UTC unless an offset is given),
+-- 1900..2100.
 create or replace temp table staged as
 with source as (
     select

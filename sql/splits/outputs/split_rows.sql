@@ -1,5 +1,5 @@
 -- The rows of one split ($split) in dense ids, sorted; rows with a user or item not in train
--- (cold) are left out here and counted by sql/split_counts.sql.
+-- (cold) are left out here and counted by probes/split_counts.sql.
 with mapped as (
     select split.split, user_map.user_idx, item_map.item_idx, split."timestamp"
     from split

@@ -1,4 +1,4 @@
--- The rows of clean as the clean_interactions contract sees them (original ids joined back).
+-- The rows of clean as the `clean` contract sees them (original ids joined back).
 with rows as (
     select user_ids.user_id, item_ids.item_id, clean."timestamp", clean."count"
     from clean

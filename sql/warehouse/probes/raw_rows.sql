@@ -1,4 +1,4 @@
--- The raw rows of some batches (what the raw_interactions contract checks after an ingest).
+-- The raw rows of some batches (what the `raw` contract checks after an ingest).
 with batch_rows as (
     select * from raw where list_contains($batch_ids, batch_id)
 )

@@ -1,4 +1,4 @@
--- The rows of kcore as the kcore_interactions contract sees them (original ids joined back).
+-- The rows of kcore as the `kcore` contract sees them (original ids joined back).
 with rows as (
     select user_ids.user_id, item_ids.item_id, kcore."timestamp", kcore."count"
     from kcore

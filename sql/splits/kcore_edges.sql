@@ -1,5 +1,5 @@
 -- kcore_edges: the working set of the k-core loop, (u, i) pairs of clean, pruned in place by
--- sql/kcore_edges_prune.sql until nothing changes.
+-- steps/prune_kcore_edges.sql until nothing changes.
 create or replace temp table kcore_edges as
 with source as (
     select u, i from clean
