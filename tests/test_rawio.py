@@ -1,4 +1,4 @@
-"""hqgnn.rawio: every raw format into the same Arrow rows; unreadable files fail with one message."""
+"""flows.rawio: every raw format into the same Arrow rows; unreadable files fail with one message."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from flows.rawio import read_raw
 from hqgnn.errors import InputError
-from hqgnn.rawio import read_raw
 
 
 def _write(path: Path, text: str | bytes) -> Path:

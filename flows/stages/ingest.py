@@ -1,6 +1,6 @@
 """Stage `ingest`: raw interaction files into the warehouse (raw, quarantine, batches tables).
 
-extract (``hqgnn.rawio`` reads a file as strings) -> check (``sql/staged.sql`` types and checks
+extract (``flows.rawio`` reads a file as strings) -> check (``sql/staged.sql`` types and checks
 every row) -> write (``sql/raw.sql``, ``sql/quarantine.sql``, ``sql/batches.sql``) -> validate
 (the ``raw_interactions`` contract on the accepted rows).
 
@@ -20,10 +20,10 @@ import duckdb
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from flows.rawio import read_raw
 from flows.warehouse import connect, query, run_sql
 from hqgnn.config import IngestConfig
 from hqgnn.errors import InputError
-from hqgnn.rawio import read_raw
 from hqgnn.workdir import WorkDir, file_sha256
 
 console = Console(stderr=True)
