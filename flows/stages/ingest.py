@@ -100,7 +100,7 @@ def _ingest_file(con: duckdb.DuckDBPyConnection, path: Path, cfg: IngestConfig) 
     seen = next(iter(query(con, "batch_seen", source_hash=sha).fetchall()), None)
     if seen is not None:
         return FileResult(path, seen[0], "skipped", 0, 0, 0)
-    read = read_raw(path, cfg.format, cfg.columns, cfg.delimiter, cfg.header)
+    read = read_raw(path, cfg.format, cfg.columns, cfg.delimiter, cfg.header, con)
     batch_id = sha[:16]
     con.register("staged_arrow", read.table)
     try:
