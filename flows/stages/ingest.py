@@ -1,7 +1,7 @@
 """Stage `ingest`: raw interaction files into the warehouse (raw, quarantine, batches tables).
 
-extract (``flows.rawio`` reads a file as strings) -> check (``sql/staged.sql`` types and checks
-every row) -> write (``sql/raw.sql``, ``sql/quarantine.sql``, ``sql/batches.sql``) -> validate
+extract (``flows.rawio`` reads a file as strings; delimited text with DuckDB's CSV reader) ->
+check (``sql/staged.sql`` types and checks every row) -> write (``sql/raw.sql``, ``sql/quarantine.sql``, ``sql/batches.sql``) -> validate
 (the ``raw_interactions`` contract on the accepted rows).
 
 All files of one call share one transaction: a bad file or a failed contract leaves the
@@ -20,7 +20,7 @@ import duckdb
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from flows.rawio import read_raw
+from flows.rawio import MAX_BAD_SHARE, read_raw
 from flows.warehouse import connect, query, run_sql
 from hqgnn.config import IngestConfig
 from hqgnn.errors import InputError
@@ -104,14 +104,19 @@ def _ingest_file(con: duckdb.DuckDBPyConnection, path: Path, cfg: IngestConfig) 
     batch_id = sha[:16]
     con.register("staged_arrow", read.table)
     try:
-        run_sql(
+        (bad_ts, staged_rows), = run_sql(
             con, "staged", batch_id=batch_id, source_file=str(path.resolve()), source_hash=sha,
             seq_stride=read.max_pos + 1, split_role=cfg.split_role,
             has_timestamp="timestamp" in read.columns, has_rating="rating" in read.columns,
-            rating_min=cfg.rating_min, rating_max=cfg.rating_max,
-        )
+            rating_min=cfg.rating_min, rating_max=cfg.rating_max, timestamp_unit=cfg.timestamp_unit,
+        ).fetchall()
     finally:
         con.unregister("staged_arrow")
+    if bad_ts > MAX_BAD_SHARE * staged_rows:
+        raise InputError(
+            f"{path}: {bad_ts:,} of {staged_rows:,} timestamps rejected as {cfg.timestamp_unit!r} "
+            "(set --timestamp-unit s, ms, us or iso?)"
+        )
     run_sql(con, "raw")
     run_sql(con, "quarantine")
     run_sql(
