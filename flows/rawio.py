@@ -312,8 +312,8 @@ def _read_delimited(
         ).fetchnumpy()
         rows = con.table("csv_rows").to_arrow_table()
     n_rows, n_rej = rows.num_rows, len(rejects["line"])
-    example = f"line {rejects['line'][0]}: {rejects['reason'][0]}" if n_rej else ""
-    _check_share(path, format, n_rej, n_rows + n_rej, example)
+    if n_rows + n_rej == 0:
+        raise InputError(f"{path}: file has no data rows")
     starts = line_no.to_numpy()[1 if header else 0:]
     row_breaks = None
     if n_rows + n_rej != len(starts):
@@ -322,6 +322,8 @@ def _read_delimited(
     row_lines, rej_lines = _number_records(
         path, starts, n_rows, row_breaks, np.asarray(rejects["line"], np.int64), np.asarray(rejects["breaks"], np.int64),
     )
+    example = f"line {rej_lines[0]}: {rejects['reason'][0]}" if n_rej else ""
+    _check_share(path, format, n_rej, n_rows + n_rej, example)
     cols = {r: rows.column(col_names[i]).combine_chunks() for r, i in roles.items()}
     ok = _table(pa.array(row_lines), None, pa.nulls(n_rows, pa.large_string()), cols, None)
     reasons = pa.array(list(rejects["reason"]), pa.large_string())

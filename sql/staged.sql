@@ -41,8 +41,8 @@ parsed as (
         ordered.*,
         unit.ts_unit,
         case
-            when ts_number is null or unit.ts_unit = 'iso' then epoch(try_cast(timestamp_raw as timestamptz))::bigint
-            when unit.ts_unit = 's' then coalesce(try_cast(timestamp_raw as bigint), try_cast(floor(ts_number) as bigint))
+            when ts_number is null or unit.ts_unit = 'iso' then try_cast(floor(epoch(try_cast(timestamp_raw as timestamptz))) as bigint)
+            when unit.ts_unit = 's' then try_cast(floor(ts_number) as bigint)  -- exact below 2^53
             when unit.ts_unit = 'ms' then try_cast(floor(ts_number / 1e3) as bigint)
             else try_cast(floor(ts_number / 1e6) as bigint)
         end as ts,
