@@ -111,6 +111,7 @@ def ingest(
     split_role: Annotated[str | None, typer.Option("--split-role", help="train or test: mark rows for the predefined split.")] = None,
     rating_min: Annotated[float | None, typer.Option("--rating-min", help="Ratings below this are quarantined.")] = None,
     rating_max: Annotated[float | None, typer.Option("--rating-max", help="Ratings above this are quarantined.")] = None,
+    timestamp_unit: Annotated[str | None, typer.Option("--timestamp-unit", help="Numeric timestamps: auto (per file, from their magnitude), s, ms, us, or iso (ISO-8601 only).")] = None,
     workdir: WorkdirOpt = DEFAULT_WORKDIR,
     config: ConfigOpt = None,
     debug: DebugOpt = False,
@@ -123,6 +124,7 @@ def ingest(
             load_pipeline_config(config).ingest,
             files=tuple(files), format=format, columns=_parse_columns(columns), delimiter=delimiter,
             header=header, split_role=split_role, rating_min=rating_min, rating_max=rating_max,
+            timestamp_unit=timestamp_unit,
         )
         return run_ingest(WorkDir(workdir), cfg)
 

@@ -35,6 +35,9 @@ class IngestConfig(StageConfig):
 
     ``columns`` maps roles (user, item, timestamp, rating) to a column name of the file, or to a
     0-based column position for files without a header. Empty means the format's default.
+    ``delimiter`` / ``header`` None: sniffed per file. ``timestamp_unit`` of numeric timestamps:
+    unix seconds, milliseconds or microseconds, ``iso`` (ISO-8601 only), or ``auto`` (default:
+    per file, from the median magnitude; ISO-8601 values are read as such in every unit but iso).
     """
 
     files: tuple[Path, ...] = ()
@@ -45,6 +48,7 @@ class IngestConfig(StageConfig):
     split_role: SplitRole | None = None
     rating_min: float | None = None
     rating_max: float | None = None
+    timestamp_unit: Literal["auto", "s", "ms", "us", "iso"] = "auto"
 
     @field_validator("columns")
     @classmethod

@@ -1,4 +1,4 @@
-"""hqgnn.rawio: every raw format into the same Arrow rows; unreadable files fail with one message."""
+"""flows.rawio: every raw format into the same Arrow rows; unreadable files fail with one message."""
 
 from __future__ import annotations
 
@@ -108,3 +108,56 @@ def test_parquet_file_declared_as_csv(tmp_path: Path) -> None:
     pq.write_table(pa.table({"user": ["1"], "item": ["2"]}), p)
     with pytest.raises(InputError, match="is a Parquet file"):
         read_raw(p, "csv")
+
+
+def test_quoted_fields_with_delimiter_quote_and_newline(tmp_path: Path) -> None:
+    text = (
+        'user_id,item_id,title\n'
+        'u1,"i,1","a ""quoted"" title"\n'
+        'u2,i2,"two\nlines, and a comma"\n'
+        '\n'
+        'u3,"x""y",plain\n'
+    )
+    r = read_raw(_write(tmp_path / "q.csv", text), "csv")
+    assert _rows(r, "line_no", "user_id", "item_id", "error") == [
+        (2, "u1", "i,1", None), (3, "u2", "i2", None), (6, "u3", 'x"y', None),  # line 3 spans 3-4, 5 is blank
+    ]
+
+
+def test_rejected_lines_keep_their_line_numbers_after_a_multiline_field(tmp_path: Path) -> None:
+    text = 'user,item,note\n1,2,"a\n\nb"\n3,4\n5,6,ok\n7,8,9,10\n\n11,12,end\n'
+    r = read_raw(_write(tmp_path / "m.csv", text), "csv", header=True, delimiter=",")
+    d = sorted(_rows(r, "line_no", "user_id", "error"))
+    assert d == [
+        (2, "1", None),  # lines 2-4
+        (5, None, "malformed line: 2 field(s), expected 3"),
+        (6, "5", None),
+        (7, None, "malformed line: 4 field(s), expected 3"),
+        (9, "11", None),
+    ]
+    assert r.table.num_rows == 5  # 5 records: 3 accepted + 2 rejected, the blank line is none
+
+
+@pytest.mark.parametrize(
+    ("text", "delimiter", "header"),
+    [
+        ("user_id;item_id;rating\nu1;i1;4\nu2;i2;5\n", ";", True),
+        ("u1|i1|4\nu2|i2|5\n", "|", False),
+        ("1,10,4\n2,20,5\n", ",", False),
+    ],
+)
+def test_delimiter_and_header_sniffed_when_not_given(tmp_path: Path, text: str, delimiter: str, header: bool) -> None:
+    r = read_raw(_write(tmp_path / "s.txt", text), "csv")
+    assert [row[0] for row in _rows(r, "line_no")] == ([2, 3] if header else [1, 2])
+    assert len({u for (u,) in _rows(r, "user_id")}) == 2 and "|" not in str(_rows(r, "user_id"))
+
+
+def test_given_delimiter_and_header_are_used(tmp_path: Path) -> None:
+    # all numbers: the sniffer alone would take line 1 for data
+    r = read_raw(_write(tmp_path / "g.csv", "1;2;3\n4;5;6\n"), "csv", {"user": "1", "item": "2"}, delimiter=";", header=True)
+    assert _rows(r, "line_no", "user_id", "item_id") == [(2, "5", "6")]
+
+
+def test_ids_kept_exactly_as_written(tmp_path: Path) -> None:
+    r = read_raw(_write(tmp_path / "w.csv", 'user,item\n u1 ,"  i1"\n007,i2\t\n'), "csv")
+    assert _rows(r, "user_id", "item_id") == [(" u1 ", "  i1"), ("007", "i2\t")]

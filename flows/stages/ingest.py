@@ -1,8 +1,9 @@
 """Stage `ingest`: raw interaction files into the warehouse (raw, quarantine, batches tables).
 
-extract (``hqgnn.rawio`` reads a file as strings) -> check (``sql/warehouse/staged.sql`` types and
-checks every row) -> write (``sql/warehouse/steps/append_{raw,quarantine,batch}.sql``) -> validate
-(the ``raw`` contract on the accepted rows).
+extract (``flows.rawio`` reads a file as strings; delimited text with DuckDB's CSV reader) ->
+check (``sql/warehouse/staged.sql`` types and checks every row) -> write
+(``sql/warehouse/steps/append_{raw,quarantine,batch}.sql``) -> validate (the ``raw`` contract on
+the accepted rows).
 
 All files of one call share one transaction: a bad file or a failed contract leaves the
 warehouse exactly as before. A file whose content was ingested before is skipped.
@@ -22,7 +23,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from flows.config import IngestConfig
 from flows.errors import InputError
-from flows.rawio import read_raw
+from flows.rawio import MAX_BAD_SHARE, read_raw
 from flows.warehouse import connect, query, run_sql
 from flows.workdir import WorkDir, file_sha256
 
@@ -102,18 +103,23 @@ def _ingest_file(con: duckdb.DuckDBPyConnection, path: Path, cfg: IngestConfig) 
     seen = next(iter(query(con, "warehouse/probes/batch_seen", source_hash=sha).fetchall()), None)
     if seen is not None:
         return FileResult(path, seen[0], "skipped", 0, 0, 0)
-    read = read_raw(path, cfg.format, cfg.columns, cfg.delimiter, cfg.header)
+    read = read_raw(path, cfg.format, cfg.columns, cfg.delimiter, cfg.header, con)
     batch_id = sha[:16]
     con.register("staged_arrow", read.table)
     try:
-        run_sql(
+        (bad_ts, staged_rows), = run_sql(
             con, "warehouse/staged", batch_id=batch_id, source_file=str(path.resolve()), source_hash=sha,
             seq_stride=read.max_pos + 1, split_role=cfg.split_role,
             has_timestamp="timestamp" in read.columns, has_rating="rating" in read.columns,
-            rating_min=cfg.rating_min, rating_max=cfg.rating_max,
-        )
+            rating_min=cfg.rating_min, rating_max=cfg.rating_max, timestamp_unit=cfg.timestamp_unit,
+        ).fetchall()
     finally:
         con.unregister("staged_arrow")
+    if bad_ts > MAX_BAD_SHARE * staged_rows:
+        raise InputError(
+            f"{path}: {bad_ts:,} of {staged_rows:,} timestamps rejected as {cfg.timestamp_unit!r} "
+            "(set --timestamp-unit s, ms, us or iso?)"
+        )
     run_sql(con, "warehouse/steps/append_raw")
     run_sql(con, "warehouse/steps/append_quarantine")
     run_sql(
