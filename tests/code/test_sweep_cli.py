@@ -86,7 +86,7 @@ def test_options_become_the_flow_parameters_and_the_table_is_printed(tmp_path: P
 def test_hqgnn_sweep_runs_the_flow_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Two cells on a 2-worker local Dask cluster (the command is called directly: typer's
     CliRunner would swap stderr under Prefect's global log handlers)."""
-    from test_distributed import tiny_split
+    from split_fixtures import tiny_split
 
     from flows.cli import sweep
 

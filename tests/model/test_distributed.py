@@ -17,42 +17,24 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
 import yaml
+from split_fixtures import tiny_split
 
 from flows.config import TrainConfig
-from flows.split_files import load_split, write_split
+from flows.split_files import load_split
 from flows.trained_runs import load_run
 from hqgnn.distributed import ShardedSampler, init_process_group, shard_bounds
 from hqgnn.sampler import BPRSampler
-from hqgnn.synthetic import SyntheticSpec, generate_interactions
 from hqgnn.trainer import Trainer
 
-N_USERS, N_ITEMS = 60, 80
 # Global batch 71 is odd and leaves a last batch of 1 row (356 = 5 x 71 + 1): uneven halves,
 # then a rank with a placeholder row; where equal averaging (plain DDP) would drift from one process.
 CFG = {"dim": 16, "batch_size": 71, "lr": 0.01, "epochs": 3, "device": "cpu", "bits": 1,
        "estimator": "gste", "delta_every": 1, "hutchinson_samples": 4, "hutchinson_batches": 2, "seed": 7}
 ATOL = 1e-5  # float rounding of a 2-way sum, through 3 epochs of Adam
-
-
-def tiny_split(root: Path) -> Path:
-    """A planted split (users prefer one of 4 topics) written as an hqgnn split folder."""
-    spec = SyntheticSpec(num_users=N_USERS, num_items=N_ITEMS, mean_events_per_user=12, num_topics=4,
-                         topic_affinity=0.9, zipf_exponent=0.5, min_events_per_user=6, seed=5)
-    t = generate_interactions(spec)
-    u = np.array([int(s[1:]) for s in t.column("user_id").to_pylist()])
-    i = np.array([int(s[1:]) for s in t.column("item_id").to_pylist()])
-    key = np.unique(u * N_ITEMS + i)
-    u, i = key // N_ITEMS, key % N_ITEMS
-    r = np.random.default_rng(5).random(u.size)
-    parts = {"train": r < 0.7, "valid": (r >= 0.7) & (r < 0.85), "test": r >= 0.85}
-    split = write_split(root / "splits" / "tiny", {k: (u[m], i[m]) for k, m in parts.items()}, N_USERS, N_ITEMS)
-    os.symlink("tiny", root / "splits" / "current")
-    return split
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import duckdb
 import pytest
 import yaml
 
-from flows import REPO_ROOT, contracts_dir, sql_dir
+from flows.paths import REPO_ROOT, contracts_dir, sql_dir
 from flows.warehouse import query, run_sql, sql_names, sql_path, sql_text, statements
 
 SQL = sql_dir()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_distributed import tiny_split
+from split_fixtures import tiny_split
 
 from flows.config import EvaluateConfig, TrainConfig
 from flows.workdir import WorkDir
