@@ -536,7 +536,9 @@ def _validate_view(
         batch = _schema_batch_definition().get_batch(batch_parameters={"dataframe": head})
         checked.append(batch.validate(schema_suite, expectation_parameters=values))
     if rows_suite.expectations:
-        asset = source.add_table_asset(name, table_name=name)
+        # a query asset, not a table asset: GX's table reflection (PostgreSQL catalog queries
+        # via duckdb_engine) fails in DuckDB, and a failed query aborts the caller's transaction
+        asset = source.add_query_asset(name, query=f"select * from {_ident(name)}")
         batch = asset.add_batch_definition_whole_table("whole").get_batch()
         checked.append(
             batch.validate(rows_suite, expectation_parameters=values, result_format=result_format)

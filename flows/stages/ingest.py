@@ -85,7 +85,7 @@ def ingest(workdir: WorkDir, cfg: IngestConfig) -> IngestResult:
                     results.append(_ingest_file(con, Path(path), cfg))
                     progress.advance(task)
             if any(r.status == "ingested" for r in results):
-                check_contract("raw_interactions", lambda: _fetch_new_raw(con, results))
+                check_contract("raw_interactions", lambda: _fetch_new_raw(con, results), docs=workdir.reports / "data-docs")
             con.commit()
         except BaseException:
             con.rollback()
@@ -129,16 +129,19 @@ def _ingest_file(con: duckdb.DuckDBPyConnection, path: Path, cfg: IngestConfig) 
 
 
 def _fetch_new_raw(con: duckdb.DuckDBPyConnection, results: list[FileResult]) -> Any:
+    from flows.contracts import WarehouseRows
+
     ids = [r.batch_id for r in results if r.status == "ingested"]
-    return query(con, "raw_batches", batch_ids=ids).df()
+    return WarehouseRows(con, query(con, "raw_batches", batch_ids=ids))
 
 
-def check_contract(contract: str, fetch: Callable[[], Any], params: dict[str, Any] | None = None) -> None:
-    """Validate the output ``fetch()`` returns (a DataFrame or a Parquet path) against ``contract``."""
+def check_contract(contract: str, fetch: Callable[[], Any], params: dict[str, Any] | None = None, docs: Path | None = None) -> None:
+    """Validate the output ``fetch()`` returns (WarehouseRows or a Parquet path) against ``contract``;
+    results as GX Data Docs in ``docs`` (``<workdir>/reports/data-docs``) when given."""
     from flows.contracts import validate
 
     with console.status(f"contract: {contract}"):
-        validate(contract, fetch(), params)
+        validate(contract, fetch(), params, docs)
 
 
 def _progress() -> Progress:
