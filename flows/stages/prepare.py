@@ -70,7 +70,7 @@ def prepare(workdir: WorkDir, cfg: PrepareConfig) -> PrepareResult:
                 split_counts = _write_snapshot(con, tmp)
                 manifest = _manifest(snapshot, cfg, sources, counts, split_counts, tmp)
                 atomic_write_json(tmp / "manifest.json", manifest)
-                check_splits(tmp, {"num_users": manifest["num_users"], "num_items": manifest["num_items"]}, workdir.reports / "data-docs")
+                check_splits(tmp, {"num_users": manifest["num_users"], "num_items": manifest["num_items"]})
             con.commit()
         except BaseException:
             con.rollback()
@@ -201,9 +201,12 @@ def _manifest(
     }
 
 
-def check_splits(folder: Path, params: dict[str, Any], docs: Path | None = None) -> None:
-    """train, valid, test, users, items and the cross-split contract, on the files in ``folder``."""
+def check_splits(folder: Path, params: dict[str, Any]) -> None:
+    """train, valid, test, users, items and the cross-split contract, on the files in ``folder``
+    (a temporary folder in ``<workdir>/splits/``); Data Docs go to ``<workdir>/reports/data-docs``."""
     from flows.contracts import validate_splits
+
+    docs = WorkDir(folder.parent.parent).reports / "data-docs"
 
     with console.status("contracts: train, valid, test, users, items, splits"):
         validate_splits(folder, params, docs)
