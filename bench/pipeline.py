@@ -6,6 +6,8 @@ The log (hqgnn.synthetic: power-law items, heavy-tailed users, ~1 M users / 200 
 10 M rows) is generated first and NOT timed. Then ``ingest`` and ``prepare`` run in a fresh work
 directory, exactly as the CLI runs them. The last line printed is
 ``rows=<n> seconds=<wall> peak_mb=<peak rss>`` (peak RSS of this process, DuckDB included).
+With contracts on, GX checks every stage output in DuckDB (flows.contracts) and writes its Data
+Docs to ``<work>/reports/data-docs/`` (kept with ``--keep``).
 """
 
 from __future__ import annotations
@@ -86,6 +88,8 @@ def main() -> None:
         print(f"ingest {t1 - t0:.1f} s, prepare {t2 - t1:.1f} s; contracts {'on' if args.contracts else 'off'}; "
               f"raw {c['raw']:,} clean {c['clean']:,} kcore {c['kcore']:,} train {c['train']:,} "
               f"users {c['users']:,} items {c['items']:,}")
+        if args.contracts:
+            print(f"data docs: {workdir.reports / 'data-docs' / 'index.html'}")
         print(f"rows={ing.rows_ingested + ing.rows_quarantined} seconds={t2 - t0:.1f} peak_mb={peak_rss_mb():.0f}")
     finally:
         if not args.keep:

@@ -1,6 +1,7 @@
 """Prefect artifacts a run of ``hqgnn`` leaves behind (keys lowercase with dashes).
 
 - ``data-manifest`` (table): row counts per stage and quarantined rows;
+- ``data-docs`` (link): the Great Expectations Data Docs (HTML) of the contract checks;
 - ``evaluation`` (markdown): the evaluation report of the run;
 - ``plot-<name>`` (image, inline PNG) per plot of the report, and ``evaluation-plots``
   (markdown) with the plot files' paths.
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
-from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_image_artifact, create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 MAX_INLINE_IMAGE_BYTES = 2 << 20  # larger plots are linked by path only
@@ -55,6 +56,18 @@ def data_manifest_artifact(rows: list[dict[str, Any]], snapshot: str | None) -> 
         key="data-manifest",
         description=f"Row counts per stage and quarantined rows (snapshot {snapshot}).",
     )
+
+
+@task(name="data-docs-artifact", cache_policy=NO_CACHE)
+def data_docs_artifact(docs_dir: str) -> str | None:
+    """Link artifact ``data-docs``: the Great Expectations Data Docs (HTML) of the run's contract
+    checks, ``<workdir>/reports/data-docs/index.html``; ``None`` (no artifact) when none were written."""
+    index = Path(docs_dir) / "index.html"
+    if not index.is_file():
+        return None
+    create_link_artifact(link=index.resolve().as_uri(), link_text="Data Docs: contract results", key="data-docs",
+                         description=f"Great Expectations Data Docs of every contract check ({index})")
+    return str(index)
 
 
 @task(name="evaluation-artifacts", cache_policy=NO_CACHE)

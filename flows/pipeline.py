@@ -239,6 +239,7 @@ def _stages(
     manifest_file = snapshot_dir / "manifest.json"
     manifest = json.loads(manifest_file.read_text()) if manifest_file.is_file() else {}
     artifacts.data_manifest_artifact(artifacts.manifest_rows(ingested, manifest), snapshot_dir.name)
+    artifacts.data_docs_artifact(str(run.workdir.data_docs))
 
     trained = run.stage("train", train_flow, train.model_copy(update={"snapshot": snapshot_dir.name}), force).result
     train_run = str(trained.run)

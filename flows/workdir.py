@@ -69,6 +69,11 @@ class WorkDir:
         """Folder of an exported code version; ``None`` resolves ``codes/current``."""
         return self.codes / version if version else resolve_pointer(self.codes / "current", "published codes", "hqgnn export")
 
+    @property
+    def data_docs(self) -> Path:
+        """The Great Expectations Data Docs (HTML) of every contract check: ``reports/data-docs``."""
+        return self.reports / "data-docs"
+
     def report(self, run: str) -> Path:
         return self.reports / run
 

@@ -103,7 +103,7 @@ def export(workdir: WorkDir, cfg: ExportConfig, console: Console | None = None) 
             for kind, table, ids in (("user", users, split.user_ids), ("item", items, split.item_ids)):
                 write_code_table(tmp / CODE_FILES[kind], code_table_arrow(kind, ids, table))
         with console.status("[bold]export[/]: checking contracts"):
-            _validate(tmp, run, split.user_ids, split.item_ids, users.bits, users.dim)
+            _validate(tmp, run, split.user_ids, split.item_ids, users.bits, users.dim, workdir.data_docs)
         with console.status("[bold]export[/]: valid metrics from the written codes"):
             metrics = _valid_metrics_from_files(tmp, run.bits, run.dim, split, cfg.gate_metric)
         decision = gate_decision(cfg.gate_metric, _metric(metrics, cfg.gate_metric), published_manifest(workdir, run.bits), cfg.gate_tolerance, cfg.force)
@@ -136,13 +136,13 @@ def contract_params(kind: str, n: int, bits: int, dim: int) -> dict[str, Any]:
     return {f"num_{kind}s": n, "bits": bits, "dim": dim, "code_bytes": code_bytes(bits, dim)}
 
 
-def _validate(folder: Path, run: TrainedRun, user_ids: np.ndarray, item_ids: np.ndarray, bits: int, dim: int) -> None:
+def _validate(folder: Path, run: TrainedRun, user_ids: np.ndarray, item_ids: np.ndarray, bits: int, dim: int, docs: Path | None = None) -> None:
     """Both contracts, then the id-map and code_values invariants; raises DataContractError."""
     from flows.contracts import validate
 
     for kind, ids in (("user", user_ids), ("item", item_ids)):
         path = folder / CODE_FILES[kind]
-        validate(CONTRACTS[kind], path, contract_params(kind, len(ids), bits, dim))
+        validate(CONTRACTS[kind], path, contract_params(kind, len(ids), bits, dim), docs)
         table, _ = read_code_table(path, kind, bits, dim)
         failures = consistency_failures(path, kind, table, ids)
         if failures:

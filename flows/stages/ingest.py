@@ -12,7 +12,6 @@ warehouse exactly as before. A file whose content was ingested before is skipped
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from flows.config import IngestConfig
+from flows.contracts import check_contract
 from flows.errors import InputError
 from flows.rawio import MAX_BAD_SHARE, read_raw
 from flows.warehouse import connect, query, run_sql
@@ -88,7 +88,7 @@ def ingest(workdir: WorkDir, cfg: IngestConfig) -> IngestResult:
                     results.append(_ingest_file(con, Path(path), cfg))
                     progress.advance(task)
             if any(r.status == "ingested" for r in results):
-                check_contract("raw", lambda: _fetch_new_raw(con, results))
+                check_contract("raw", lambda: _fetch_new_raw(con, results), docs=workdir.data_docs)
             con.commit()
         except BaseException:
             con.rollback()
@@ -137,16 +137,10 @@ def _ingest_file(con: duckdb.DuckDBPyConnection, path: Path, cfg: IngestConfig) 
 
 
 def _fetch_new_raw(con: duckdb.DuckDBPyConnection, results: list[FileResult]) -> Any:
+    from flows.contracts import WarehouseRows
+
     ids = [r.batch_id for r in results if r.status == "ingested"]
-    return query(con, "warehouse/probes/raw_rows", batch_ids=ids).df()
-
-
-def check_contract(contract: str, fetch: Callable[[], Any], params: dict[str, Any] | None = None) -> None:
-    """Validate the output ``fetch()`` returns (a DataFrame or a Parquet path) against ``contract``."""
-    from flows.contracts import validate
-
-    with console.status(f"contract: {contract}"):
-        validate(contract, fetch(), params)
+    return WarehouseRows(con, query(con, "warehouse/probes/raw_rows", batch_ids=ids))
 
 
 def _progress() -> Progress:

@@ -26,8 +26,8 @@ import pyarrow.parquet as pq
 from rich.console import Console
 
 from flows.config import PrepareConfig
+from flows.contracts import check_contract
 from flows.errors import InputError
-from flows.stages.ingest import check_contract
 from flows.warehouse import connect, query, run_sql
 from flows.workdir import WorkDir, atomic_dir, file_sha256, switch_pointer
 from hqgnn.files import atomic_write_json
@@ -66,12 +66,12 @@ def prepare(workdir: WorkDir, cfg: PrepareConfig) -> PrepareResult:
             return PrepareResult(snapshot, final, manifest, True)
         con.begin()
         try:
-            counts = _build_tables(con, cfg)
+            counts = _build_tables(con, cfg, workdir.data_docs)
             with atomic_dir(final) as tmp:
                 split_counts = _write_snapshot(con, tmp)
                 manifest = _manifest(snapshot, cfg, sources, counts, split_counts, tmp)
                 atomic_write_json(tmp / "manifest.json", manifest)
-                check_splits(tmp, {"num_users": manifest["num_users"], "num_items": manifest["num_items"]})
+                check_splits(tmp, {"num_users": manifest["num_users"], "num_items": manifest["num_items"]}, workdir.data_docs)
             con.commit()
         except BaseException:
             con.rollback()
@@ -99,14 +99,14 @@ def _sources(con: duckdb.DuckDBPyConnection, workdir: WorkDir) -> list[dict[str,
     return [dict(zip(cols, r, strict=True)) for r in rows]
 
 
-def _build_tables(con: duckdb.DuckDBPyConnection, cfg: PrepareConfig) -> dict[str, int]:
+def _build_tables(con: duckdb.DuckDBPyConnection, cfg: PrepareConfig, docs: Path | None = None) -> dict[str, int]:
     """clean, kcore, split, user_map, item_map tables, each checked by its contract."""
     t0 = time.perf_counter()
     with console.status("clean: implicit feedback, duplicates"):
         run_sql(con, "splits/user_ids")
         run_sql(con, "splits/item_ids")
         run_sql(con, "splits/clean", rating_threshold=cfg.rating_threshold)
-        check_contract("clean", lambda: query(con, "splits/probes/clean_rows").df())
+        check_contract("clean", lambda: _rows(con, "splits/probes/clean_rows"), docs=docs)
     with console.status("k-core") as status:
         passes = kcore(
             con, cfg.kcore_user, cfg.kcore_item,
@@ -118,7 +118,7 @@ def _build_tables(con: duckdb.DuckDBPyConnection, cfg: PrepareConfig) -> dict[st
             f"the {cfg.kcore_user}/{cfg.kcore_item}-core of {counts['clean']:,} clean interactions is empty: "
             "lower --kcore-user / --kcore-item or ingest more data"
         )
-    check_contract("kcore", lambda: query(con, "splits/probes/kcore_rows").df(), {"k_user": cfg.kcore_user, "k_item": cfg.kcore_item})
+    check_contract("kcore", lambda: _rows(con, "splits/probes/kcore_rows"), {"k_user": cfg.kcore_user, "k_item": cfg.kcore_item}, docs)
     if cfg.split == "predefined" and counts["kcore_test_role"] == 0:
         raise InputError("--split predefined needs rows ingested with --split-role test (and train); none are left after k-core")
     with console.status(f"split: {cfg.split}"):
@@ -131,6 +131,13 @@ def _build_tables(con: duckdb.DuckDBPyConnection, cfg: PrepareConfig) -> dict[st
         f"k-core {counts['kcore']:,} pairs after {passes} passes ({time.perf_counter() - t0:.1f} s)", highlight=False,
     )
     return counts
+
+
+def _rows(con: duckdb.DuckDBPyConnection, stage: str) -> Any:
+    """The rows of ``sql/<name>.sql``, checked in the warehouse where they are (never fetched)."""
+    from flows.contracts import WarehouseRows
+
+    return WarehouseRows(con, query(con, stage))
 
 
 def kcore(
@@ -195,12 +202,13 @@ def _manifest(
     }
 
 
-def check_splits(folder: Path, params: dict[str, Any]) -> None:
-    """train, valid, test, users, items and the cross-split contract, on the files in ``folder``."""
+def check_splits(folder: Path, params: dict[str, Any], docs: Path | None = None) -> None:
+    """train, valid, test, users, items and the cross-split contract, on the files in ``folder``;
+    results as Data Docs in ``docs``."""
     from flows.contracts import validate_splits
 
     with console.status("contracts: train, valid, test, users, items, splits"):
-        validate_splits(folder, params)
+        validate_splits(folder, params, docs)
 
 
 def _summary(manifest: dict[str, Any], path: Path) -> None:

@@ -190,6 +190,7 @@ def test_full_chain_then_unchanged_stages_are_skipped_and_force_reruns(tmp_path:
 
     arts = _artifacts(first.run_id)
     assert {"data-manifest", "evaluation", "plot-recall-vs-bits", "evaluation-plots"} <= set(arts)
+    assert "data-docs" not in arts  # the fake stages check no contract, so there are no Data Docs to link
     manifest = json.loads(arts["data-manifest"].data)
     assert {"stage": "ingest (this run)", "table": "rows_quarantined", "rows": 3} in manifest
     assert {"stage": "ingest", "table": "quarantined", "rows": 5} in manifest
@@ -324,6 +325,9 @@ def test_real_stages_hqgnn_run_publishes_then_skips_everything(tmp_path: Path) -
     config.write_text(yaml.safe_dump(tiny_params(tiny_raw_file(tmp_path / "raw"))))
     run_all(demo=False, force=False, workdir=wd, config=config, debug=True)
     manifest = check_published(wd)
+    docs = WorkDir(wd).data_docs / "index.html"  # every contract check of the run, as GX Data Docs
+    assert docs.is_file() and "raw" in docs.read_text()
+    assert docs.resolve().as_uri() in _artifacts(_runs(wd)[0]["run_id"])["data-docs"].data
 
     run_all(demo=False, force=False, workdir=wd, config=config, debug=True)
     assert WorkDir(wd).code_version().name == manifest["version"]  # nothing new published

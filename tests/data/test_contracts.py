@@ -7,12 +7,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
 
 from flows.contracts import (
     ContractUsageError,
+    WarehouseRows,
     available_contracts,
     load_contract,
     validate,
@@ -20,6 +22,7 @@ from flows.contracts import (
 )
 from flows.errors import DataContractError
 from flows.paths import CONTRACTS_DIR
+from flows.workdir import WorkDir
 
 REQUIRED = {
     "raw",
@@ -558,3 +561,36 @@ def test_validate_splits_on_a_snapshot(tmp_path: Path) -> None:
     with pytest.raises(DataContractError) as info:
         validate_splits(leaky, SPLIT_PARAMS)
     assert info.value.contract == "splits" and "user_idx=0,item_idx=1" in str(info.value)
+
+
+def test_warehouse_rows_are_checked_inside_the_open_transaction() -> None:
+    """Uncommitted stage output is seen, and a failing contract neither commits nor aborts."""
+    con = duckdb.connect()
+    con.register("good", kcore())
+    con.begin()
+    con.execute("create table kcore as select * from good")
+    report = validate("kcore", WarehouseRows(con, "kcore"), {"k_user": 2, "k_item": 2})
+    assert report.rows == 6
+    con.execute("insert into kcore values ('d', 'x')")
+    rel = con.sql("select user_id, item_id from kcore where user_id <> $skip", params={"skip": "zz"})
+    with pytest.raises(DataContractError, match="user_id='d'"):
+        validate("kcore", WarehouseRows(con, rel), {"k_user": 2, "k_item": 2})
+    assert con.sql("select count(*) from kcore").fetchall() == [(7,)]  # still in the transaction
+    con.rollback()
+    assert con.sql("select count(*) from duckdb_tables() where table_name = 'kcore'").fetchall() == [
+        (0,)
+    ]
+    views = con.sql("select view_name from duckdb_views() where not internal").fetchall()
+    assert views == [("good",)]  # the contract's own views are gone
+
+
+def test_results_are_kept_as_data_docs(tmp_path: Path) -> None:
+    docs = WorkDir(tmp_path).data_docs
+    report = validate("train", train(), SPLIT_PARAMS, docs)
+    assert report.docs == docs / "index.html" and report.docs.is_file()
+    with pytest.raises(DataContractError) as info:
+        validate("valid", _with(valid(), user_idx=i32(0, 3)), SPLIT_PARAMS, docs)
+    assert f"Data Docs: {docs / 'index.html'}" in info.value.__notes__
+    pages = {p.read_text() for p in (docs / "validations").rglob("*.html")}
+    assert any("expect_column_values_to_be_between" in p or "values must be" in p for p in pages)
+    assert len(pages) >= 2 and "valid" in report.docs.read_text()

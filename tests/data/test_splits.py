@@ -123,7 +123,7 @@ def test_contract_failure_publishes_nothing(tmp_path: Path, monkeypatch: pytest.
     wd = _setup(tmp_path)
     first = prepare(wd, PrepareConfig(kcore_user=1, kcore_item=1))
 
-    def broken(folder: Path, params: dict) -> None:
+    def broken(folder: Path, params: dict, docs: Path | None = None) -> None:
         assert (folder / "train.parquet").is_file()  # checked in the temp folder, before the rename
         raise DataContractError("splits", ["pair (0, 1) in two splits"])
 
