@@ -137,8 +137,8 @@ class Trainer:
             u, items = out[rows].split([users.numel(), 2 * users.numel()])
             if self.quantizing:
                 delta_u, delta_i = self.estimator_delta
-                u = straight_through(u, self.cfg.bits, delta_u)
-                items = straight_through(items, self.cfg.bits, delta_i)
+                u = straight_through(u, self.cfg.bits, delta_u, check=False)  # δ checked once, when set
+                items = straight_through(items, self.cfg.bits, delta_i, check=False)
             p, n = items.chunk(2)
             reg = l2_penalty(self.model.embedding[rows], users.numel())  # layer-0 rows of the batch
             loss = bpr_loss(u, p, n) + self.cfg.l2 * reg
