@@ -16,6 +16,9 @@ Imports only the pure library ``hqgnn/`` (torch, torch_geometric, numpy, pyarrow
    float warm-up, ITQ, ``--epochs`` of GSTE, ``--refine-rounds`` of user-code refinement),
    printing per-epoch seconds, peak GPU memory and test Recall/NDCG@20; then a few float32 steps
    of the same code on the CPU and on the target (``cpu_over_gpu``: the ratio of their step times).
+   ``float_epoch_s`` / ``onebit_epoch_s``: the median of the float32 / quantized epochs that ran
+   no validation pass (validation runs after the last epoch only); with ``--epochs 1`` the only
+   such epoch includes it (and, for 1 bit, the ITQ rotation and the first δ estimate).
 3. With two or more GPUs: 2 NCCL processes (``hqgnn.distributed``, spawned by
    ``torch.multiprocessing``) against one process, a few 1-bit GSTE epochs of the small graph
    (``--dist-cpu`` runs the same with 2 gloo processes on the CPU).
