@@ -325,7 +325,11 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.schedule is not None and state["schedule"] is not None:
             self.schedule.load_state_dict(state["schedule"])
-        self.generator.set_state(state["rng"]["sampler"])  # a CPU byte tensor, for any device
+        rng = state["rng"]["sampler"]  # a CPU byte tensor: the generator state of the device that saved it
+        if rng.numel() == self.generator.get_state().numel():
+            self.generator.set_state(rng)
+        else:  # saved on another device type (CPU mt19937 5056 bytes, CUDA Philox 16): reseed by epoch
+            self.generator.manual_seed(self.cfg.seed * 100_003 + int(state["epoch"]))
         self.delta = DeltaState.from_dict(state["delta"])
         self.epoch = int(state["epoch"])
         best = state["best"]

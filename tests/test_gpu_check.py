@@ -127,3 +127,33 @@ def test_cuda_half_passes(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     m = LAST_LINE.match(out.stdout.strip().splitlines()[-1])
     assert m and m["gpu"] != "none" and m["ratio"] != "na" and m["passed"] == m["total"]
+
+
+def test_a_resume_on_another_device_type_reseeds_the_sampler(tmp_path: Path) -> None:
+    """``last.pt`` saved on CUDA holds a 16-byte Philox sampler state, which a CPU generator
+    rejects (and a CPU state a CUDA one): a resume with another ``--device`` must not fail there."""
+    import torch
+
+    from hqgnn.checkpoint import load_checkpoint, save_checkpoint
+    from hqgnn.config import TrainConfig
+    from hqgnn.dataset import SplitData
+    from hqgnn.interactions import InteractionMatrix
+    from hqgnn.trainer import Trainer
+
+    rng = np.random.default_rng(0)
+    u, i = rng.integers(0, 30, 300), rng.integers(0, 60, 300)
+    mats = [InteractionMatrix.from_pairs(u[s], i[s], 30, 60) for s in (slice(0, 200), slice(200, 250), slice(250, 300))]
+    data = SplitData(*mats, 30, 60, np.array([]), np.array([]), "t", tmp_path, {})
+    cfg = TrainConfig(bits=32, dim=8, epochs=2, batch_size=64, device="cpu")
+
+    def kill(record: dict) -> None:
+        raise InterruptedError  # a kill after epoch 1 of 2 (last.pt is written before on_epoch)
+
+    with pytest.raises(InterruptedError):
+        Trainer(cfg, data, tmp_path, torch.device("cpu"), on_epoch=kill).fit()
+    state = load_checkpoint(tmp_path / "last.pt")
+    state["rng"]["sampler"] = torch.zeros(16, dtype=torch.uint8)  # as a CUDA generator saves it
+    save_checkpoint(tmp_path / "last.pt", state)
+    trainer = Trainer(cfg, data, tmp_path, torch.device("cpu"))
+    trainer.restore()
+    assert trainer.epoch == 1 and trainer.fit().epochs_run == 2
