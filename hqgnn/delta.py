@@ -56,8 +56,11 @@ class DeltaState:
 
     def for_estimator(self, device: torch.device) -> tuple[float | Tensor, float | Tensor]:
         """What :func:`hqgnn.estimators.straight_through` takes for users and items: the table's
-        δ, or a ``[d]`` float32 tensor on ``device`` when δ is per dimension."""
+        δ, or a ``[d]`` float32 tensor on ``device`` when δ is per dimension (checked >= 0 here,
+        on the host, so the training step need not check it on the device)."""
         if self.user_dims:
+            if min(self.user_dims + self.item_dims) < 0:
+                raise ValueError(f"delta must be >= 0, got a minimum of {min(self.user_dims + self.item_dims)}")
             return (torch.tensor(self.user_dims, dtype=torch.float32, device=device),
                     torch.tensor(self.item_dims, dtype=torch.float32, device=device))
         return self.user, self.item
@@ -105,9 +108,11 @@ def estimate_delta(
         users, pos, neg = sampler.sample(batch_size, generator=gen)
         rows_u, inv_u = torch.unique(users, return_inverse=True)
         rows_i, inv_i = torch.unique(torch.cat([pos, neg]), return_inverse=True)
-        xu = fake_quantize(user_out[rows_u].detach(), bits).requires_grad_(True)
-        xi = fake_quantize(item_out[rows_i].detach(), bits).requires_grad_(True)
-        with torch.enable_grad():
+        # float32 leaves, autocast off: the Hessian-vector products stay float32 also when a caller
+        # runs under AMP (in float16 the trace's sums of v·Hv lose most of their digits)
+        xu = fake_quantize(user_out[rows_u].detach().float(), bits).requires_grad_(True)
+        xi = fake_quantize(item_out[rows_i].detach().float(), bits).requires_grad_(True)
+        with torch.enable_grad(), torch.autocast(user_out.device.type, enabled=False):
             p, n = xi[inv_i].split(users.numel())
             loss = bpr_loss(xu[inv_u], p, n)
             est = hutchinson(loss, [xu, xi], max_samples=samples, rtol=rtol,

@@ -44,11 +44,13 @@ class _GeneralizedSTE(torch.autograd.Function):
         return g * (1.0 + ctx.delta * torch.sign(g) * err), None, None, None
 
 
-def straight_through(x: Tensor, bits: int, delta: float | Tensor = 0.0) -> Tensor:
+def straight_through(x: Tensor, bits: int, delta: float | Tensor = 0.0, check: bool = True) -> Tensor:
     """Quantize ``x`` ``[n, dim]`` to ``bits`` in the forward; pass gradients straight through.
 
     ``delta`` > 0 applies the GSTE correction; ``delta = 0`` is the plain STE. A ``[dim]`` tensor
-    gives each embedding dimension its own δ (``delta_granularity: dimension``).
+    gives each embedding dimension its own δ (``delta_granularity: dimension``). ``check=False``
+    skips the test that a ``[dim]`` δ is >= 0, a host round trip on CUDA at every call, for callers
+    that tested it once (the trainer: :meth:`hqgnn.delta.DeltaState.for_estimator`).
 
     Example:
         >>> import torch
@@ -61,7 +63,7 @@ def straight_through(x: Tensor, bits: int, delta: float | Tensor = 0.0) -> Tenso
     if isinstance(delta, Tensor):
         if delta.shape != x.shape[-1:]:
             raise ValueError(f"a per-dimension delta must have shape [{x.shape[-1]}], got {tuple(delta.shape)}")
-        if bool((delta < 0).any()):
+        if check and bool((delta < 0).any()):
             raise ValueError(f"delta must be >= 0, got a minimum of {float(delta.min())}")
         return _GeneralizedSTE.apply(x, bits, 0.0, delta.to(x.dtype))
     if delta < 0:

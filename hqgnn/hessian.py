@@ -60,13 +60,16 @@ def hutchinson(
     diag_sums = [torch.zeros_like(x) for x in inputs] if diagonal else None
     n = 0
     for n in range(1, max_samples + 1):
+        sums = []
         for t, (x, g) in enumerate(zip(inputs, grads, strict=True)):
             v = _rademacher(x, generator)
             (hv,) = torch.autograd.grad(g, x, grad_outputs=v, retain_graph=True)
             vhv = v * hv
-            samples[t].append(float(vhv.sum()))
+            sums.append(vhv.sum().double())
             if diag_sums is not None:
                 diag_sums[t] += vhv.detach()
+        for s, value in zip(samples, torch.stack(sums).tolist(), strict=True):  # one host round trip per vector
+            s.append(value)
         if n >= min_samples and all(_converged(s, rtol) for s in samples):
             break
     return HutchinsonEstimate(

@@ -118,7 +118,7 @@ def evaluate_ranking(
         ``{"recall@20": ..., ..., "users": n}``.
     """
     users = torch.nonzero(truth.row_lengths() > 0).flatten()
-    sums: dict[str, float] = {}
+    sums: dict[str, Tensor] = {}  # float64 on `device`: read back once, not per batch and metric
     kmax = max(ks)
     for start in range(0, users.numel(), batch_size):
         batch = users[start : start + batch_size]
@@ -126,8 +126,10 @@ def evaluate_ranking(
         topk = masked_topk(scores, exclusion_mask(batch, exclude, device), kmax)
         per_user = ranking_metrics(topk, truth.dense_rows(batch, device), ks)
         for name, values in per_user.items():
-            sums[name] = sums.get(name, 0.0) + float(values.sum())
+            total = values.sum().double()
+            sums[name] = sums[name] + total if name in sums else total
     n = users.numel()
-    result = {name: total / max(n, 1) for name, total in sums.items()}
+    totals = torch.stack(list(sums.values())).tolist() if sums else []
+    result = {name: total / max(n, 1) for name, total in zip(sums, totals, strict=True)}
     result["users"] = float(n)
     return result

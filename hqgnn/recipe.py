@@ -80,6 +80,12 @@ class TrainRecipe(BaseModel):
             )
         return self
 
+    def delta_settings(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`hqgnn.delta.estimate_delta` (all but the seed) this recipe sets."""
+        return {"bits": self.bits, "batch_size": self.batch_size, "batches": self.hutchinson_batches,
+                "samples": self.hutchinson_samples, "rtol": self.hutchinson_rtol,
+                "granularity": self.delta_granularity, "scale": self.delta_scale}
+
     @property
     def quantized(self) -> bool:
         """True unless float32."""

@@ -135,8 +135,8 @@ class Trainer:
             u, items = out[rows].split([users.numel(), 2 * users.numel()])
             if self.quantizing:
                 delta_u, delta_i = self.estimator_delta
-                u = straight_through(u, self.cfg.bits, delta_u)
-                items = straight_through(items, self.cfg.bits, delta_i)
+                u = straight_through(u, self.cfg.bits, delta_u, check=False)  # δ checked once, when set
+                items = straight_through(items, self.cfg.bits, delta_i, check=False)
             p, n = items.chunk(2)
             reg = l2_penalty(self.model.embedding[rows], users.numel())  # layer-0 rows of the batch
             loss = bpr_loss(u, p, n) + self.cfg.l2 * reg
@@ -235,13 +235,8 @@ class Trainer:
 
     def _estimate_delta(self, epoch: int) -> DeltaState:
         """GSTE's δ from the current float outputs, seeded by the epoch (a resume re-estimates alike)."""
-        cfg = self.cfg
         users, items = self.embeddings()
-        return estimate_delta(
-            users, items, self.sampler, bits=cfg.bits, batch_size=cfg.batch_size, batches=cfg.hutchinson_batches,
-            samples=cfg.hutchinson_samples, rtol=cfg.hutchinson_rtol, granularity=cfg.delta_granularity,
-            scale=cfg.delta_scale, seed=cfg.seed * 100_003 + epoch,
-        )
+        return estimate_delta(users, items, self.sampler, **self.cfg.delta_settings(), seed=self.cfg.seed * 100_003 + epoch)
 
     def _track_best(self, valid: dict[str, float] | None) -> None:
         if valid is None:
@@ -304,7 +299,11 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.schedule is not None and state["schedule"] is not None:
             self.schedule.load_state_dict(state["schedule"])
-        self.generator.set_state(state["rng"]["sampler"])  # a CPU byte tensor, for any device
+        rng = state["rng"]["sampler"]  # a CPU byte tensor: the generator state of the device that saved it
+        if rng.numel() == self.generator.get_state().numel():
+            self.generator.set_state(rng)
+        else:  # saved on another device type (CPU mt19937 5056 bytes, CUDA Philox 16): reseed by epoch
+            self.generator.manual_seed(self.cfg.seed * 100_003 + int(state["epoch"]))
         self.delta = DeltaState.from_dict(state["delta"])
         self.epoch = int(state["epoch"])
         best = state["best"]

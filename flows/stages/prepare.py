@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from rich.console import Console
 
 from flows.config import PrepareConfig
-from flows.contracts import check_contract
+from flows.contracts import WarehouseRows, check_contract
 from flows.errors import InputError
 from flows.warehouse import connect, query, run_sql
 from flows.workdir import WorkDir, atomic_dir, file_sha256, switch_pointer
@@ -106,7 +106,7 @@ def _build_tables(con: duckdb.DuckDBPyConnection, cfg: PrepareConfig, docs: Path
         run_sql(con, "splits/user_ids")
         run_sql(con, "splits/item_ids")
         run_sql(con, "splits/clean", rating_threshold=cfg.rating_threshold)
-        check_contract("clean", lambda: _rows(con, "splits/probes/clean_rows"), docs=docs)
+        check_contract("clean", lambda: WarehouseRows(con, query(con, "splits/probes/clean_rows")), docs=docs)
     with console.status("k-core") as status:
         passes = kcore(
             con, cfg.kcore_user, cfg.kcore_item,
@@ -118,7 +118,7 @@ def _build_tables(con: duckdb.DuckDBPyConnection, cfg: PrepareConfig, docs: Path
             f"the {cfg.kcore_user}/{cfg.kcore_item}-core of {counts['clean']:,} clean interactions is empty: "
             "lower --kcore-user / --kcore-item or ingest more data"
         )
-    check_contract("kcore", lambda: _rows(con, "splits/probes/kcore_rows"), {"k_user": cfg.kcore_user, "k_item": cfg.kcore_item}, docs)
+    check_contract("kcore", lambda: WarehouseRows(con, query(con, "splits/probes/kcore_rows")), {"k_user": cfg.kcore_user, "k_item": cfg.kcore_item}, docs)
     if cfg.split == "predefined" and counts["kcore_test_role"] == 0:
         raise InputError("--split predefined needs rows ingested with --split-role test (and train); none are left after k-core")
     with console.status(f"split: {cfg.split}"):
@@ -131,13 +131,6 @@ def _build_tables(con: duckdb.DuckDBPyConnection, cfg: PrepareConfig, docs: Path
         f"k-core {counts['kcore']:,} pairs after {passes} passes ({time.perf_counter() - t0:.1f} s)", highlight=False,
     )
     return counts
-
-
-def _rows(con: duckdb.DuckDBPyConnection, stage: str) -> Any:
-    """The rows of ``sql/<name>.sql``, checked in the warehouse where they are (never fetched)."""
-    from flows.contracts import WarehouseRows
-
-    return WarehouseRows(con, query(con, stage))
 
 
 def kcore(
