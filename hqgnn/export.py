@@ -1,4 +1,4 @@
-"""Code export: user and item code tables as Parquet, read back, checked, and the publish gate.
+"""The export format: user and item code tables as Arrow tables (written as Parquet by the application), and back.
 
 Schema of ``codes/<version>/users.parquet`` (``items.parquet``: ``item_idx``, ``item_id``),
 one row per id of the split's id map, sorted by the dense index:
@@ -23,17 +23,13 @@ BLOB to a BITSTRING and ``bit_count(xor(u.code::BIT, i.code::BIT))`` is the Hamm
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from hqgnn.codes import CodeTable, code_bytes, unpack_codes
-
-CODE_FILES = {"user": "users.parquet", "item": "items.parquet"}
 
 
 def code_table_arrow(kind: str, ids: np.ndarray, table: CodeTable) -> pa.Table:
@@ -58,26 +54,18 @@ def code_table_arrow(kind: str, ids: np.ndarray, table: CodeTable) -> pa.Table:
     return pa.table(cols)
 
 
-def write_code_table(path: Path, table: pa.Table) -> None:
-    """Write one side's table (dictionary encoding on, so small code values are bit-packed)."""
-    pq.write_table(table, path, compression="zstd", use_dictionary=True)
-
-
-def read_code_table(path: Path, kind: str, bits: int, dim: int) -> tuple[CodeTable, np.ndarray]:
-    """Read ``users.parquet``/``items.parquet``: the codes and the original ids, by dense index."""
+def code_table_from_arrow(t: pa.Table, kind: str, bits: int, dim: int) -> tuple[CodeTable, np.ndarray]:
+    """Inverse of :func:`code_table_arrow`: the codes and the original ids ``[n]``, by dense index
+    (rows may come in any order). A ``ValueError`` names the column that does not fit."""
     idx_col, id_col = f"{kind}_idx", f"{kind}_id"
-    try:
-        t = pq.read_table(path, columns=[idx_col, id_col, "code", "scale"])
-    except (OSError, pa.ArrowException) as e:
-        raise ValueError(f"{path}: cannot read the {kind} codes: {e}") from e
     nb = code_bytes(bits, dim)
     idx = t.column(idx_col).to_numpy().astype(np.int64)
     if not np.array_equal(np.sort(idx), np.arange(len(idx))):
-        raise ValueError(f"{path}: column {idx_col!r} is not a dense 0..{len(idx) - 1} index")
+        raise ValueError(f"column {idx_col!r} is not a dense 0..{len(idx) - 1} index")
     try:
         fixed = t.column("code").combine_chunks().cast(pa.binary(nb))
     except pa.ArrowInvalid as e:
-        raise ValueError(f"{path}: column 'code' must hold {nb} bytes per row for bits={bits}, dim={dim}: {e}") from e
+        raise ValueError(f"column 'code' must hold {nb} bytes per row for bits={bits}, dim={dim}: {e}") from e
     raw = np.frombuffer(fixed.buffers()[1], dtype=np.uint8)[fixed.offset * nb : (fixed.offset + len(fixed)) * nb]
     packed = np.empty((len(idx), nb), dtype=np.uint8)
     packed[idx] = raw.reshape(-1, nb)
@@ -88,27 +76,26 @@ def read_code_table(path: Path, kind: str, bits: int, dim: int) -> tuple[CodeTab
     return CodeTable(bits, dim, packed, unpack_codes(packed, bits, dim), scale), ids
 
 
-def consistency_failures(path: Path, kind: str, table: CodeTable, ids: np.ndarray) -> list[str]:
-    """Invariants of an exported file that a row-wise contract cannot see: the ids equal the id
-    map row for row, and ``code_values`` (when present) equal the unpacked ``code``."""
+def consistency_failures(t: pa.Table, kind: str, table: CodeTable, ids: np.ndarray) -> list[str]:
+    """Invariants of an exported table that a row-wise contract cannot see: the ids equal the id
+    map ``[n]`` row for row, and ``code_values`` (when present) equal the unpacked ``code``."""
     failures = []
-    t = pq.read_table(path)
     got_ids = np.asarray(t.column(f"{kind}_id").to_pylist(), dtype=object)
     got_idx = t.column(f"{kind}_idx").to_numpy().astype(np.int64)
     in_range = (got_idx >= 0) & (got_idx < len(ids))
     wrong = np.flatnonzero(~in_range | (got_ids != ids[np.clip(got_idx, 0, len(ids) - 1)]))
     if len(wrong):
-        failures.append(f"{path.name}: {len(wrong)} row(s) whose ({kind}_idx, {kind}_id) is not in the id map, e.g. rows {wrong[:5].tolist()}")
+        failures.append(f"{len(wrong)} row(s) whose ({kind}_idx, {kind}_id) is not in the id map, e.g. rows {wrong[:5].tolist()}")
     if "code_values" in t.column_names:
         lengths = pc.list_value_length(t.column("code_values")).to_numpy(zero_copy_only=False)
         if (lengths != table.dim).any():
-            failures.append(f"{path.name}: code_values must hold dim={table.dim} values, got lengths {sorted(set(lengths.tolist()))[:5]}")
+            failures.append(f"code_values must hold dim={table.dim} values, got lengths {sorted(set(lengths.tolist()))[:5]}")
         else:
             values = np.asarray(pc.list_flatten(t.column("code_values")).to_numpy(zero_copy_only=False)).reshape(-1, table.dim)
             expected = table.values[got_idx]
             bad = np.flatnonzero((values != expected).any(axis=1))
             if len(bad):
-                failures.append(f"{path.name}: code_values differ from the unpacked code in {len(bad)} row(s), e.g. rows {bad[:5].tolist()}")
+                failures.append(f"code_values differ from the unpacked code in {len(bad)} row(s), e.g. rows {bad[:5].tolist()}")
     return failures
 
 

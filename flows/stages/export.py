@@ -32,21 +32,19 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
+from flows.code_versions import (
+    CODE_FILES,
+    file_consistency_failures,
+    read_code_table,
+    write_code_table,
+)
 from flows.config import ExportConfig
 from flows.errors import DataContractError, PublishGateError
 from flows.split_files import load_split
 from flows.trained_runs import TrainedRun, load_run
 from flows.workdir import WorkDir, atomic_dir, file_sha256, switch_pointer
 from hqgnn.codes import code_bytes
-from hqgnn.export import (
-    CODE_FILES,
-    GateDecision,
-    code_table_arrow,
-    consistency_failures,
-    gate_decision,
-    read_code_table,
-    write_code_table,
-)
+from hqgnn.export import GateDecision, code_table_arrow, gate_decision
 from hqgnn.files import atomic_write_json
 from hqgnn.metrics import evaluate_ranking
 from hqgnn.retrieval import Retriever
@@ -144,7 +142,7 @@ def _validate(folder: Path, run: TrainedRun, user_ids: np.ndarray, item_ids: np.
         path = folder / CODE_FILES[kind]
         validate(CONTRACTS[kind], path, contract_params(kind, len(ids), bits, dim), docs)
         table, _ = read_code_table(path, kind, bits, dim)
-        failures = consistency_failures(path, kind, table, ids)
+        failures = file_consistency_failures(path, kind, table, ids)
         if failures:
             raise DataContractError(CONTRACTS[kind], failures)
 

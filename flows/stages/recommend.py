@@ -15,10 +15,9 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from flows.code_versions import read_code_version
+from flows.code_versions import CODE_FILES, read_code_version
 from flows.errors import InputError
 from flows.workdir import WorkDir
-from hqgnn.export import CODE_FILES
 from hqgnn.interactions import InteractionMatrix
 from hqgnn.retrieval import RankBy, Retriever
 
