@@ -53,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.lightgcn_data import carve_valid, read_folder  # noqa: E402
 
 # Every hqgnn symbol, in one block (a rename in the library is a change here and in make_config).
+from hqgnn.bits import FLOAT_BITS  # noqa: E402
 from hqgnn.checkpoint import load_checkpoint  # noqa: E402
 from hqgnn.dataset import SplitData  # noqa: E402
 from hqgnn.delta import DeltaState, estimate_delta  # noqa: E402
@@ -234,7 +235,7 @@ def test_metrics(users: torch.Tensor, items: torch.Tensor, bits: int, data: Spli
     """Test Recall/NDCG@20 of float outputs ``[U, d]``, ``[I, d]`` scored as the run ships them
     (dequantized int8 codes for ``bits < 32``), train and valid masked, on ``device``."""
     users, items = users.to(device), items.to(device)
-    if bits != 32:
+    if bits != FLOAT_BITS:
         users, items = quantize(users, bits).dequantize(), quantize(items, bits).dequantize()
     return evaluate_ranking(lambda b: users[b] @ items.T, data.test, [data.train, data.valid], (20,), 1024, device)
 
@@ -261,12 +262,12 @@ def train_recipe(name: str, cfg: TrainRecipe, data: SplitData, device: torch.dev
     test = test_metrics(best["user_emb"], best["item_emb"], cfg.bits, data, device)
     peak = f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB" if device.type == "cuda" else "n/a"
     # an epoch's time without its validation pass: the median over epochs that did not evaluate
-    timed = [r for r in res.history if r["quantized"] == (cfg.bits != 32)]
+    timed = [r for r in res.history if r["quantized"] == (cfg.bits != FLOAT_BITS)]
     plain = [r["epoch_seconds"] for r in timed if math.isnan(r["valid_recall@20"])]
     epoch_s = statistics.median(plain or [r["epoch_seconds"] for r in timed])
     refine_s = sum(r["seconds"] for r in (res.code_refinement or {}).get("rounds", []))
     print(f"{name}: {res.epochs_run} epochs in {seconds:.1f} s (refinement {refine_s:.1f} s), "
-          f"{'quantized ' if cfg.bits != 32 else ''}epoch {epoch_s:.2f} s, peak GPU memory {peak}, "
+          f"{'quantized ' if cfg.bits != FLOAT_BITS else ''}epoch {epoch_s:.2f} s, peak GPU memory {peak}, "
           f"test recall@20 {test['recall@20']:.4f} ndcg@20 {test['ndcg@20']:.4f}", flush=True)
     return {"epoch_s": epoch_s, "test": test, "seconds": seconds}
 

@@ -24,15 +24,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.train_speed import read_train, train_only  # noqa: E402
 from flows.config import TrainConfig  # noqa: E402
+from hqgnn.bits import FLOAT_BITS  # noqa: E402
 from hqgnn.dataset import SplitData  # noqa: E402
 from hqgnn.trainer import Trainer  # noqa: E402
 
 
 def trainer_for(data: SplitData, bits: int, k: int, batch: int) -> Trainer:
     """A trainer whose quantizer is on (b < 32), as in a quantized epoch after any warm-up."""
-    cfg = TrainConfig(bits=bits, estimator="none" if bits == 32 else "ste", batch_size=batch, negative_candidates=k, device="cpu")
+    cfg = TrainConfig(bits=bits, estimator="none" if bits == FLOAT_BITS else "ste", batch_size=batch, negative_candidates=k, device="cpu")
     trainer = Trainer(cfg, data, Path("/nonexistent"), torch.device("cpu"))
-    trainer.quantizing = bits != 32
+    trainer.quantizing = bits != FLOAT_BITS
     return trainer
 
 

@@ -31,6 +31,7 @@ from flows.split_files import load_split, write_split  # noqa: E402
 from flows.stages.train import train  # noqa: E402
 from flows.trained_runs import load_run  # noqa: E402
 from flows.workdir import WorkDir  # noqa: E402
+from hqgnn.bits import FLOAT_BITS  # noqa: E402
 from hqgnn.dataset import SplitData  # noqa: E402
 from hqgnn.metrics import evaluate_ranking  # noqa: E402
 from hqgnn.quant import quantize  # noqa: E402
@@ -122,7 +123,7 @@ def main() -> None:
     run = load_run(res.path)
     data = load_split(run.split_dir)
     users, items = run.user_emb, run.item_emb
-    if run.bits != 32:
+    if run.bits != FLOAT_BITS:
         users, items = run.quantize_users().dequantize(), run.quantize_items().dequantize()
     test = evaluate_ranking(lambda b: users[b] @ items.T, data.test, [data.train, data.valid], (20, 50), 1024)
     out = {"run": run.name, "bits": run.bits, "estimator": run.estimator, "best_epoch": run.best_epoch,

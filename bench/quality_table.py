@@ -23,9 +23,14 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from pathlib import Path
 
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hqgnn.bits import FLOAT_BITS  # noqa: E402
 
 METRICS = ("recall@20", "ndcg@20", "recall@50", "ndcg@50")
 
@@ -38,7 +43,7 @@ def _pair(spec: str) -> tuple[str, Path]:
 def sweep_rows(label: str, folder: Path) -> pd.DataFrame:
     """Test rows of the shipped variant of every cell of a sweep (one row per cell)."""
     df = pd.read_parquet(folder / "comparison.parquet")
-    shipped = df["bits"].map(lambda b: "float" if b == 32 else "codes")
+    shipped = df["bits"].map(lambda b: "float" if b == FLOAT_BITS else "codes")
     df = df[(df["split"] == "test") & (df["variant"] == shipped)].copy()
     df["estimator"] = df["estimator"].where(df["estimator"] != "none", "float32")
     if label:
@@ -49,12 +54,12 @@ def sweep_rows(label: str, folder: Path) -> pd.DataFrame:
 def report_rows(label: str, folder: Path) -> pd.DataFrame:
     """Test row of the shipped variant of one ``hqgnn evaluate`` report, with its train summary."""
     m = json.loads((folder / "metrics.json").read_text())
-    variant = "float" if m["bits"] == 32 else "codes"
+    variant = "float" if m["bits"] == FLOAT_BITS else "codes"
     row = next(r for r in m["rows"] if r["split"] == "test" and r["variant"] == variant)
     models = folder.parent.parent / "models" / m["run"]
     summary = json.loads((models / "summary.json").read_text()) if (models / "summary.json").is_file() else {}
     hist = json.loads((models / "history.json").read_text()) if (models / "history.json").is_file() else []
-    est = "float32" if m["bits"] == 32 else m["estimator"]
+    est = "float32" if m["bits"] == FLOAT_BITS else m["estimator"]
     return pd.DataFrame([{**row, "bits": m["bits"], "estimator": f"{est} {label}".strip(), "seed": 0, "run": m["run"],
                           "best_epoch": m["best_epoch"], "epochs_run": len(hist),
                           "train_seconds": summary.get("seconds", summary.get("train_seconds", float("nan")))}])
@@ -68,7 +73,7 @@ def gowalla_rows(folder: Path, match: str | None = None) -> pd.DataFrame:
     files = sorted({f for glob in (match or "*").split(",") for f in folder.glob(f"{glob}.json")})
     for f in files:
         d = json.loads(f.read_text())
-        est = "float32" if d["bits"] == 32 else d["estimator"]
+        est = "float32" if d["bits"] == FLOAT_BITS else d["estimator"]
         scale = d["config"].get("delta_scale", 1.0)
         if est == "gste" and scale != 1.0:
             est += f" δ×{scale:g}"
@@ -122,12 +127,12 @@ def _fmt(r: pd.Series, c: str, spread: bool) -> str:
 
 
 def quality_markdown(s: pd.DataFrame) -> str:
-    fp = s.loc[s["bits"] == 32, "recall@20"]
+    fp = s.loc[s["bits"] == FLOAT_BITS, "recall@20"]
     base = float(fp.max()) if len(fp) else float("nan")  # the best float32 row
     lines = ["| codes | estimator | seeds | Recall@20 | NDCG@20 | Recall@50 | NDCG@50 | % of best fp32 R@20 | train s | epochs (best) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in s.iterrows():
-        codes = "float32" if r["bits"] == 32 else f"{int(r['bits'])} bit"
+        codes = "float32" if r["bits"] == FLOAT_BITS else f"{int(r['bits'])} bit"
         est = "–" if r["estimator"] == "float32" else r["estimator"].removeprefix("float32 ").removeprefix("float32, ")
         lines.append(f"| {codes} | {est} | {int(r['seeds'])} | " + " | ".join(_fmt(r, c, True) for c in METRICS)
                      + f" | {100 * r['recall@20'] / base:.1f} % | {r['train_seconds']:.0f} | {r['epochs_run']:.0f} ({r['best_epoch']:.0f}) |")
@@ -137,11 +142,11 @@ def quality_markdown(s: pd.DataFrame) -> str:
 def retrieval_markdown(s: pd.DataFrame) -> str:
     """Latency per query and bytes per item vs float32 (one row per bit width; first estimator)."""
     s = s.drop_duplicates("bits")
-    fp = s[s["bits"] == 32].iloc[0]
+    fp = s[s["bits"] == FLOAT_BITS].iloc[0]
     lines = ["| codes | ms/query | speed vs fp32 | B/item packed (code + scale) | B/item scanned | smaller than fp32 (packed) |",
              "|---|---|---|---|---|---|"]
     for _, r in s.iterrows():
-        codes = "float32" if r["bits"] == 32 else f"{int(r['bits'])} bit"
+        codes = "float32" if r["bits"] == FLOAT_BITS else f"{int(r['bits'])} bit"
         lines.append(f"| {codes} | {r['latency_ms_per_query']:.3f} | {fp['latency_ms_per_query'] / r['latency_ms_per_query']:.2f}× | "
                      f"{int(r['bytes_per_item'])} | {int(r['search_bytes_per_item'])} | {fp['bytes_per_item'] / r['bytes_per_item']:.1f}× |")
     return "\n".join(lines)
@@ -154,16 +159,16 @@ def plot(s: pd.DataFrame, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    ests = sorted(s.loc[s["bits"] != 32, "estimator"].unique(), key=_estimator_order)
+    ests = sorted(s.loc[s["bits"] != FLOAT_BITS, "estimator"].unique(), key=_estimator_order)
     for j, est in enumerate(ests):  # small horizontal offsets so overlapping points stay visible
-        part = s[(s["estimator"] == est) & (s["bits"] != 32)].sort_values("bits")
+        part = s[(s["estimator"] == est) & (s["bits"] != FLOAT_BITS)].sort_values("bits")
         yerr = part["recall@20_spread"] if (part["seeds"] > 1).any() else None
         ax.errorbar(part["bits"] * 1.04 ** (j - (len(ests) - 1) / 2), part["recall@20"], yerr=yerr, marker="o",
                     capsize=3, label=est)
-    for v in s.loc[s["bits"] == 32, "recall@20"]:
+    for v in s.loc[s["bits"] == FLOAT_BITS, "recall@20"]:
         ax.axhline(v, linestyle="--", color="gray", label="float32")
     ax.set_xscale("log", base=2)
-    ticks = sorted(int(b) for b in s["bits"].unique() if b != 32)
+    ticks = sorted(int(b) for b in s["bits"].unique() if b != FLOAT_BITS)
     ax.set_xticks(ticks, [str(b) for b in ticks])
     ax.set_xlabel("bits per dimension")
     ax.set_ylabel("test Recall@20")
@@ -181,7 +186,7 @@ def gste_effect(model_dir: Path) -> str:
     from hqgnn.quant import quantize
 
     run = load_run(model_dir)
-    if run.bits == 32:
+    if run.bits == FLOAT_BITS:
         raise SystemExit(f"{model_dir}: a float32 run has no codes and no GSTE")
     last = json.loads((model_dir / "history.json").read_text())[-1]
     parts = [f"{model_dir.name}:"]

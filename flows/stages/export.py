@@ -43,6 +43,7 @@ from flows.errors import DataContractError, PublishGateError
 from flows.split_files import load_split
 from flows.trained_runs import TrainedRun, load_run
 from flows.workdir import WorkDir, atomic_dir, file_sha256, switch_pointer
+from hqgnn.bits import ALL_BITS
 from hqgnn.codes import code_bytes
 from hqgnn.export import GateDecision, code_table_arrow, gate_decision
 from hqgnn.files import atomic_write_json
@@ -131,7 +132,7 @@ def _check_run_matches_split(run: TrainedRun, num_users: int, num_items: int) ->
 
 def contract_params(kind: str, n: int, bits: int, dim: int) -> dict[str, Any]:
     """Parameters of the ``user_codes`` / ``item_codes`` contracts."""
-    return {f"num_{kind}s": n, "bits": bits, "dim": dim, "code_bytes": code_bytes(bits, dim)}
+    return {f"num_{kind}s": n, "bits": bits, "dim": dim, "code_bytes": code_bytes(bits, dim), "known_bits": list(ALL_BITS)}
 
 
 def _validate(folder: Path, run: TrainedRun, user_ids: np.ndarray, item_ids: np.ndarray, bits: int, dim: int, docs: Path | None = None) -> None:

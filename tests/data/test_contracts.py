@@ -23,6 +23,7 @@ from flows.contracts import (
 from flows.errors import DataContractError
 from flows.paths import CONTRACTS_DIR
 from flows.workdir import WorkDir
+from hqgnn.bits import ALL_BITS
 
 REQUIRED = {
     "raw",
@@ -119,7 +120,7 @@ def id_map(kind: str) -> pd.DataFrame:
     )
 
 
-CODE_PARAMS = {"num_users": 3, "num_items": 3, "bits": 4, "dim": 4, "code_bytes": 2}
+CODE_PARAMS = {"num_users": 3, "num_items": 3, "bits": 4, "dim": 4, "code_bytes": 2, "known_bits": list(ALL_BITS)}
 
 
 def codes(kind: str) -> pd.DataFrame:

@@ -17,6 +17,7 @@ from flows.split_files import load_split, write_split
 from flows.stages.train import format_epoch, format_refinement, train, write_run_config
 from flows.trained_runs import load_run
 from flows.workdir import WorkDir
+from hqgnn.bits import FLOAT_BITS
 from hqgnn.code_refinement import refine_round
 from hqgnn.metrics import evaluate_ranking
 from hqgnn.quant import fake_quantize
@@ -83,7 +84,7 @@ def test_training_beats_popularity_by_far(workdir: WorkDir, bits: int, estimator
     run = load_run(res.path)
     data = load_split(run.split_dir)
     users, items = run.user_emb, run.item_emb
-    if bits != 32:
+    if bits != FLOAT_BITS:
         users, items = run.quantize_users().dequantize(), run.quantize_items().dequantize()
     test = evaluate_ranking(lambda b: users[b] @ items.T, data.test, [data.train, data.valid], (20,))["recall@20"]
     pop = popularity_recall(data.path)
