@@ -282,11 +282,35 @@ def _parse_list(option: str, spec: str | None, cast: type, choices: tuple[Any, .
     return values
 
 
+def _parse_axes(dims: str | None, specs: list[str]) -> dict[str, list[Any]]:
+    """``--dims 32,64`` and ``--axis lr=0.01,0.02`` -> ``{"dim": [32, 64], "lr": [0.01, 0.02]}``
+    (values read as YAML scalars; checked against the train settings by the flow's grid)."""
+    from flows.sweep import check_axes
+
+    axes: dict[str, list[Any]] = {}
+    if dims is not None:
+        axes["dim"] = _parse_list("--dims", dims, int, (), [])
+    for spec in specs:
+        key, sep, values = spec.partition("=")
+        if not sep or not key.strip():
+            raise HqgnnError(f"--axis: expected KEY=V1,V2 such as lr=0.01,0.02; got {spec!r}")
+        if key.strip() in axes:
+            raise HqgnnError(f"--axis: {key.strip()!r} given twice")
+        axes[key.strip()] = [yaml.safe_load(v) for v in values.split(",") if v.strip()]
+    try:
+        check_axes(axes)
+    except ValueError as e:
+        raise HqgnnError(f"--axis: {e}") from e
+    return axes
+
+
 @app.command()
 def sweep(
     bits: Annotated[str | None, typer.Option("--bits", help="Code widths, comma-separated (default 1,2,4,8,32; 32 = float32, trained once per seed).")] = None,
     estimator: Annotated[str | None, typer.Option("--estimator", "--estimators", help="Estimators for bits < 32, comma-separated: ste, gste (default both).")] = None,
     seeds: Annotated[str | None, typer.Option("--seeds", "--seed", help="Seeds, comma-separated (default: the config's train seed, 2024).")] = None,
+    dims: Annotated[str | None, typer.Option("--dims", help="Embedding dimensions, comma-separated, e.g. 32,64,128,256 (default: the config's dim).")] = None,
+    axis: Annotated[list[str] | None, typer.Option("--axis", help="Any other train setting as an axis, KEY=V1,V2 (repeatable), e.g. --axis lr=0.01,0.02.")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Maximum epochs of every cell.")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.")] = None,
     snapshot: Annotated[str | None, typer.Option("--snapshot", help="Split snapshot (default: splits/current, pinned at the start).")] = None,
@@ -299,8 +323,9 @@ def sweep(
     config: ConfigOpt = None,
     debug: DebugOpt = False,
 ) -> None:
-    """Train and evaluate a grid of bits x estimators x seeds in parallel (Prefect flow
-    `hqgnn-sweep` on Dask); prints the comparison table, written to reports/sweep-<id>/."""
+    """Train and evaluate a grid of bits x estimators x seeds (x dims x any --axis) in parallel
+    (Prefect flow `hqgnn-sweep` on Dask); prints the comparison table, written to
+    reports/sweep-<id>/ with plots of recall vs bits and vs bytes per item."""
     from hqgnn.bits import ALL_BITS, QUANT_ESTIMATORS
 
     def go() -> Path:
@@ -311,11 +336,18 @@ def sweep(
         grid_bits = _parse_list("--bits", bits, int, ALL_BITS, list(ALL_BITS))
         grid_estimators = _parse_list("--estimator", estimator, str, QUANT_ESTIMATORS, list(QUANT_ESTIMATORS))  # 32 bits is "none" by itself
         grid_seeds = _parse_list("--seeds", seeds, int, (), [train_cfg.seed])
+        axes = _parse_axes(dims, axis or [])
         if workers < 1 or threads < 0:
             raise HqgnnError(f"--workers must be >= 1 and --threads >= 0, got {workers} and {threads}")
         split = WorkDir(workdir).split(train_cfg.snapshot)
         if not split.is_dir():
             raise HqgnnError(f"no split snapshot {split}: run `hqgnn prepare` first")
+        from flows.sweep import sweep_cells
+
+        try:  # every cell's config valid before Prefect starts
+            sweep_cells(train_cfg, grid_bits, grid_estimators, grid_seeds, split.name, "check", axes)
+        except ValidationError as e:
+            raise HqgnnError(f"sweep grid: {_pydantic_message(e)}") from e
 
         from flows.sweep import hqgnn_sweep
 
@@ -323,7 +355,7 @@ def sweep(
             quiet_console_tracebacks()
         return Path(hqgnn_sweep(
             workdir=str(workdir.absolute()), bits=grid_bits, estimators=grid_estimators, seeds=grid_seeds,
-            train=train_cfg, evaluate=eval_cfg, sweep_id=sweep_id, dask_address=address,
+            axes=axes, train=train_cfg, evaluate=eval_cfg, sweep_id=sweep_id, dask_address=address,
             n_workers=workers, torch_threads=threads,
         ))
 

@@ -33,6 +33,12 @@ def _workdir(tmp_path: Path) -> Path:
     (["--seeds", "1,x"], "--seeds: expected comma-separated int values"),
     (["--workers", "0"], "--workers must be >= 1"),
     (["--k", "0"], "ks must be positive"),
+    (["--axis", "bits=1,2"], "--axis: sweep axis 'bits': not a train setting that can vary"),
+    (["--axis", "nproc=1,2"], "--axis: sweep axis 'nproc': not a train setting that can vary"),
+    (["--axis", "lr"], "--axis: expected KEY=V1,V2"),
+    (["--axis", "lr=0.1,0.1"], "--axis: sweep axis 'lr': give distinct values"),
+    (["--dims", "8,0"], "sweep grid: dim: Input should be greater than or equal to 1"),
+    (["--axis", "lr_schedule=cosine,wiggly"], "sweep grid: lr_schedule"),
 ])
 def test_invalid_grids_fail_with_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str) -> None:
     import flows.sweep
@@ -75,7 +81,11 @@ def test_options_become_the_flow_parameters_and_the_table_is_printed(tmp_path: P
     assert res.stdout == "# Sweep x\n| bits | estimator |\n"
     assert str(wd / "reports" / "sweep-x") in res.stderr
 
-    CliRunner().invoke(app, ["sweep", "--seeds", "1,2", "--k", "10,5", "--workdir", str(wd)])
+    assert got["axes"] == {}
+
+    CliRunner().invoke(app, ["sweep", "--seeds", "1,2", "--k", "10,5", "--dims", "8,16", "--axis", "lr=0.01,0.02",
+                             "--axis", "itq_rotation=true,false", "--workdir", str(wd)])
+    assert got["axes"] == {"dim": [8, 16], "lr": [0.01, 0.02], "itq_rotation": [True, False]}
     assert got["bits"] == [1, 2, 4, 8, 32] and got["estimators"] == ["ste", "gste"] and got["seeds"] == [1, 2]
     assert got["evaluate"].ks == (5, 10) and got["dask_address"] is None and got["n_workers"] == 2
 
@@ -94,11 +104,17 @@ def test_hqgnn_sweep_runs_the_flow_end_to_end(tmp_path: Path, capsys: pytest.Cap
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({"train": {"dim": 16, "batch_size": 128, "lr": 0.01, "hutchinson_samples": 2,
                                                 "hutchinson_batches": 1}}))
-    sweep(bits="1,32", estimator="gste", seeds="3", epochs=2, device="cpu", snapshot=None, k="10", workers=2,
-          address=None, threads=1, sweep_id="cli", workdir=tmp_path, config=config, debug=True)
+    sweep(bits="1,32", estimator="gste", seeds="3", dims="8,16", axis=None, epochs=2, device="cpu", snapshot=None,
+          k="10", workers=2, address=None, threads=1, sweep_id="cli", workdir=tmp_path, config=config, debug=True)
 
     out = tmp_path / "reports" / "sweep-cli"
     df = pd.read_parquet(out / "comparison.parquet")
-    assert {(r.bits, r.estimator, r.seed) for r in df.itertuples()} == {(1, "gste", 3), (32, "none", 3)}
+    assert {(r.bits, r.estimator, r.dim, r.seed) for r in df.itertuples()} == {
+        (1, "gste", 8, 3), (1, "gste", 16, 3), (32, "none", 8, 3), (32, "none", 16, 3)}
+    assert set(df["run"]) == {"sweep-cli-b1-gste-d8-s3", "sweep-cli-b1-gste-d16-s3", "sweep-cli-b32-none-d8-s3", "sweep-cli-b32-none-d16-s3"}
+    shipped = df[(df["split"] == "test") & (df["variant"] == df["bits"].map({1: "codes", 32: "float"}))]
+    size = shipped.groupby(["bits", "dim"])["bytes_per_item"].first()
+    assert size[(32, 16)] > size[(32, 8)] > size[(1, 16)]  # float grows with dim; 1 bit is far smaller
     printed = capsys.readouterr().out
-    assert printed == (out / "comparison.md").read_text() and "| 1 | gste | 1 |" in printed
+    assert printed == (out / "comparison.md").read_text() and "| 1 | gste | 8 | 1 |" in printed and "| 32 | none | 16 | 1 |" in printed
+    assert (out / "recall_vs_bytes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
