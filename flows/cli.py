@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
 import yaml
@@ -21,6 +21,9 @@ from rich.console import Console
 from flows.config import PipelineConfig
 from flows.errors import HqgnnError
 from flows.workdir import DEFAULT_WORKDIR, WorkDir
+
+if TYPE_CHECKING:
+    from hqgnn.retrieval import RankBy
 
 app = typer.Typer(
     name="hqgnn",
@@ -239,7 +242,7 @@ def recommend(
 
     def go() -> Any:
         load_pipeline_config(config)  # validate the file even though recommend has no section
-        return run_recommend(WorkDir(workdir), user, k, rank_by)
+        return run_recommend(WorkDir(workdir), user, k, cast("RankBy", rank_by))  # checked by the retriever
 
     _run(debug, go)
 

@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import duckdb
 import numpy as np
@@ -243,7 +243,7 @@ def _parameter_names(value: Any) -> set[str]:
 # ----------------------------------------------------------------------------- GX plumbing
 
 
-class _BorrowedConnection(ConnectionWrapper):  # type: ignore[misc]
+class _BorrowedConnection(ConnectionWrapper):
     """The caller's DuckDB connection, lent to SQLAlchemy (and so to GX) and given back as it was.
 
     GX's queries run inside the caller's open transaction, so they see stage output that is
@@ -346,7 +346,7 @@ class WarehouseRows:
     relation: duckdb.DuckDBPyRelation | str
 
 
-Data = pd.DataFrame | Path | str | WarehouseRows
+Data: TypeAlias = pd.DataFrame | Path | str | WarehouseRows
 
 
 def _private_connection() -> duckdb.DuckDBPyConnection:

@@ -17,7 +17,7 @@ FLOAT_BITS = 32
 ALL_BITS: tuple[int, ...] = get_args(Bits)  # (1, 2, 4, 8, 32)
 CODE_BITS: tuple[int, ...] = tuple(b for b in ALL_BITS if b != FLOAT_BITS)  # (1, 2, 4, 8)
 QUANT_ESTIMATORS: tuple[str, ...] = tuple(e for e in get_args(Estimator) if e != "none")  # ("ste", "gste")
-DEFAULT_QUANT_ESTIMATOR = "gste"
+DEFAULT_QUANT_ESTIMATOR: Estimator = "gste"
 
 
 def is_float(bits: int) -> bool:
@@ -25,7 +25,7 @@ def is_float(bits: int) -> bool:
     return bits == FLOAT_BITS
 
 
-def default_estimator(bits: int) -> str:
+def default_estimator(bits: int) -> Estimator:
     """``none`` for float32, else :data:`DEFAULT_QUANT_ESTIMATOR`."""
     return "none" if is_float(bits) else DEFAULT_QUANT_ESTIMATOR
 
