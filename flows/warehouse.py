@@ -18,6 +18,7 @@ statement is executed in order with its own parameters.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -139,3 +140,13 @@ def query(con: duckdb.DuckDBPyConnection, name: str, **params: Any) -> duckdb.Du
     if stmt.params != set(params):
         raise ValueError(f"sql/{name}.sql uses parameters {sorted(stmt.params)}, got {sorted(params)}")
     return con.sql(stmt.sql, params=params or None)
+
+
+def reclaim_space(con: duckdb.DuckDBPyConnection) -> None:
+    """CHECKPOINT after a rollback: DuckDB frees the blocks a rolled-back transaction wrote into
+    the file only at a checkpoint, and truncates the file when they are at its end. A failure
+    here is reported, never allowed to mask the error that caused the rollback."""
+    try:
+        con.execute("checkpoint")
+    except duckdb.Error as e:
+        print(f"warning: could not reclaim the space of the rolled-back work in the warehouse ({e})", file=sys.stderr)

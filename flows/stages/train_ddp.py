@@ -35,6 +35,7 @@ from flows.stages.train import (
     format_epoch,
     format_refinement,
     plan_run,
+    require_valid,
     write_run_config,
     write_summary,
 )
@@ -96,6 +97,7 @@ def run_worker(workdir: WorkDir, cfg: TrainConfig) -> TrainResult | None:
             raise box[0]
         cfg, run_dir, split_dir = box[0]
         data = load_split(split_dir)
+        require_valid(data, split_dir)
         lead = ctx.rank == 0
         console = Console(stderr=True, quiet=not lead)
         if lead:
