@@ -24,7 +24,7 @@ def explain(e: BaseException) -> str:
         return str(e)
     if isinstance(e, HqgnnError):
         return _first_line(e)
-    os_error = _os_error(e)
+    os_error = None if isinstance(e, ValueError) else _os_error(e)  # a ValueError already names its file
     if os_error is not None:
         return _explain_os(os_error)
     text = _first_line(e)

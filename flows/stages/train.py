@@ -107,6 +107,15 @@ def train(workdir: WorkDir, cfg: TrainConfig, console: Console | None = None) ->
     return train_in_process(workdir, cfg, console)
 
 
+def restore(trainer: Trainer, run_dir: Path) -> None:
+    """``trainer.restore()`` from ``last.pt``; a damaged checkpoint is an InputError saying what to do."""
+    try:
+        trainer.restore()
+    except ValueError as e:
+        raise InputError(f"{e}: cannot resume {run_dir.name}; delete {run_dir / 'last.pt'} to restart it from epoch 1 "
+                         "with --resume, or train a new run") from e
+
+
 def require_valid(data: SplitData, split_dir: Path) -> None:
     """Training selects its best epoch on validation rows: a snapshot without any is refused here."""
     if data.valid.nnz == 0:
@@ -169,7 +178,7 @@ def train_in_process(workdir: WorkDir, cfg: TrainConfig, console: Console | None
             on_refine=lambda r: progress.console.print(format_refinement(r), highlight=False, soft_wrap=True),
         )
         if cfg.resume and (run_dir / "last.pt").is_file():
-            trainer.restore()
+            restore(trainer, run_dir)
             console.print(f"resuming {run_dir.name} after epoch {trainer.epoch}", highlight=False)
         console.print(f"training {run_dir.name}: {cfg.bits} bit(s), estimator {cfg.estimator}, device {device}, "
                       f"{data.num_users} users x {data.num_items} items, {data.train.nnz} train interactions", highlight=False)

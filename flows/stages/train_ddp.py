@@ -36,6 +36,7 @@ from flows.stages.train import (
     format_refinement,
     plan_run,
     require_valid,
+    restore,
     write_run_config,
     write_summary,
 )
@@ -108,7 +109,7 @@ def run_worker(workdir: WorkDir, cfg: TrainConfig) -> TrainResult | None:
         trainer = DistributedTrainer(cfg, data, run_dir, ctx, on_epoch=lambda r: console.print(format_epoch(r, cfg), highlight=False),
                                      on_refine=lambda r: console.print(format_refinement(r), highlight=False))
         if cfg.resume and (run_dir / "last.pt").is_file():
-            trainer.restore()
+            restore(trainer, run_dir)
             console.print(f"resuming {run_dir.name} after epoch {trainer.epoch}", highlight=False)
         console.print(f"training {run_dir.name}: {cfg.bits} bit(s), estimator {cfg.estimator}, {ctx.world_size} processes "
                       f"({ctx.backend}, {ctx.device.type}), {data.num_users} users x {data.num_items} items, "
