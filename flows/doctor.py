@@ -18,6 +18,9 @@ Checks, in order (each problem is one :class:`Finding`, printed as one line):
 5. **contracts** — the data contracts of what ``splits/current`` and ``codes/current`` point at.
 6. **runs** — rows of the ``runs`` table left ``running`` (doctor holds the lock, so no run is
    alive). Repair: mark them ``abandoned``.
+7. **warehouse space** — more than 16 MB (and a quarter of the file) held by rolled-back work
+   (a killed or failed ingest on a full disk). Repair: rewrite the file without it
+   (:func:`flows.warehouse.compact`); failed commands also CHECKPOINT, which lets DuckDB reuse it.
 
 Unfinished training runs (killed before ``summary.json``) are reported as notes, not problems:
 ``hqgnn train --resume --run RUN`` (or the next ``hqgnn run`` with the same inputs) continues them.
@@ -87,6 +90,7 @@ def examine(wd: WorkDir, contracts: bool = True) -> Report:
     if contracts:
         report.findings += _contracts(wd, damaged)
     report.findings += _runs(wd)
+    report.findings += _warehouse_space(wd)
     return report
 
 
@@ -372,3 +376,24 @@ def _runs(wd: WorkDir) -> list[Finding]:
     names = ", ".join(f"{name} ({run_id}, started {started:%Y-%m-%d %H:%M})" for run_id, name, started in rows)
     return [Finding("runs", wd.warehouse, f"{len(rows)} run(s) left `running` by a killed process: {names}",
                     lambda: f"marked abandoned: {', '.join(abandon_runs(wd.warehouse))}")]
+
+
+# ---- 7. warehouse space ------------------------------------------------------------------------
+
+COMPACT_MIN_BYTES = 16 << 20
+
+
+def _warehouse_space(wd: WorkDir) -> list[Finding]:
+    from flows.warehouse import compact, free_bytes
+
+    if not wd.warehouse.is_file():
+        return []
+    unused, size = free_bytes(wd.warehouse)
+    if unused < COMPACT_MIN_BYTES or unused < size // 4:
+        return []
+
+    def run() -> str:
+        before, after = compact(wd.warehouse)
+        return f"compacted: {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB"
+
+    return [Finding("space", wd.warehouse, f"{unused / 1e6:.1f} MB of {size / 1e6:.1f} MB held by rolled-back work", run)]

@@ -150,3 +150,36 @@ def reclaim_space(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("checkpoint")
     except duckdb.Error as e:
         print(f"warning: could not reclaim the space of the rolled-back work in the warehouse ({e})", file=sys.stderr)
+
+
+def free_bytes(path: Path) -> tuple[int, int]:
+    """``(unused, total)`` bytes of the warehouse file: space a rolled-back ingest or prepare left
+    in the file (DuckDB reuses it for later writes but never gives it back to the disk), measured
+    as the file's size beyond the blocks DuckDB accounts for."""
+    with connect(path, read_only=True) as con:
+        (block, total), = con.sql("select block_size, total_blocks from pragma_database_size()").fetchall()
+    size = path.stat().st_size
+    return max(0, size - int(block) * int(total) - 3 * 4096), size  # 3 header blocks of 4 KiB
+
+
+def compact(path: Path) -> tuple[int, int]:
+    """Rewrite the warehouse without its free blocks (``COPY FROM DATABASE`` into a temporary
+    sibling, then rename(2)); returns the sizes before and after. Only while holding the work
+    directory's lock: no other process may have the file open."""
+    before = path.stat().st_size
+    tmp = path.with_name(f".{path.name}.compact.tmp")
+    tmp.unlink(missing_ok=True)
+    con = duckdb.connect()
+    try:
+        con.execute(f"attach {_quote(str(path))} as old_wh (read_only)")
+        con.execute(f"attach {_quote(str(tmp))} as new_wh")
+        con.execute("copy from database old_wh to new_wh")
+        con.execute("detach new_wh")
+        con.execute("detach old_wh")
+    except BaseException:
+        con.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    con.close()
+    os.replace(tmp, path)
+    return before, path.stat().st_size

@@ -341,6 +341,37 @@ def test_doctor_reports_then_repairs_without_losing_data(wd: WorkDir) -> None:
     assert code == 0 and lines[-1].endswith("is healthy"), lines
 
 
+def test_rolled_back_space_is_reclaimed(wd: WorkDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import duckdb
+
+    import flows.stages.ingest as ingest_mod
+
+    checkpoints: list[object] = []
+    real = ingest_mod.reclaim_space
+    monkeypatch.setattr(ingest_mod, "reclaim_space", lambda con: (checkpoints.append(con), real(con)))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("user_id,item_id\n")  # no rows: the ingest fails and rolls back
+    code, lines = cli(wd, "ingest", str(bad), "--format", "csv")
+    assert code == 1 and len(checkpoints) == 1  # a failed ingest checkpoints after its rollback
+
+    con = duckdb.connect(str(wd.warehouse))
+    (rows,), = con.sql("select count(*) from raw").fetchall()
+    con.begin()  # rolled-back work as a killed or failed ingest of a large file leaves it
+    con.execute("create table big as select i, repeat('x', 60) || i as s from range(1500000) t(i)")
+    con.rollback()
+    con.execute("checkpoint")
+    con.close()
+    grown = wd.warehouse.stat().st_size
+    code, lines = cli(wd, "doctor", "--no-contracts")
+    assert code == 1 and any(line.startswith("problem   space") for line in lines), lines
+    code, lines = cli(wd, "doctor", "--repair", "--no-contracts")
+    assert code == 0 and any("compacted" in line for line in lines), lines
+    assert wd.warehouse.stat().st_size < grown / 4
+    con = duckdb.connect(str(wd.warehouse), read_only=True)
+    assert con.sql("select count(*) from raw").fetchall() == [(rows,)]
+    con.close()
+
+
 def test_interrupted_publication_is_finished(wd: WorkDir, monkeypatch: pytest.MonkeyPatch) -> None:
     import flows.publish as publish
     from flows.stages.export import export
