@@ -356,8 +356,10 @@ def test_rolled_back_space_is_reclaimed(wd: WorkDir, tmp_path: Path, monkeypatch
 
     con = duckdb.connect(str(wd.warehouse))
     (rows,), = con.sql("select count(*) from raw").fetchall()
-    con.begin()  # rolled-back work as a killed or failed ingest of a large file leaves it
-    con.execute("create table big as select i, repeat('x', 60) || i as s from range(1500000) t(i)")
+    con.execute("create table big (a bigint, b varchar)")
+    con.execute("checkpoint")
+    con.begin()  # rolled-back work, as a killed or failed ingest of a large file leaves it
+    con.execute("insert into big select i, repeat('x', 50) || i from range(3000000) t(i)")
     con.rollback()
     con.execute("checkpoint")
     con.close()
