@@ -33,7 +33,7 @@ import numpy as np
 from rich.console import Console
 
 from flows.config import ExportConfig
-from flows.errors import DataContractError, PublishGateError
+from flows.errors import DataContractError, InputError, PublishGateError
 from flows.integrity import file_record
 from flows.publish import finish_interrupted_publish, publish_version
 from flows.split_files import load_split
@@ -94,6 +94,9 @@ def export(workdir: WorkDir, cfg: ExportConfig, console: Console | None = None) 
     if finished:
         console.print(f"[yellow]export[/]: {finished}", highlight=False)
     run_dir = workdir.run(cfg.run)
+    if (run_dir / "config.json").is_file() and not (run_dir / "summary.json").is_file():
+        raise InputError(f"run {run_dir.name} has not finished training ({run_dir / 'summary.json'} is missing: it is "
+                         f"still training, or was killed): finish it with `hqgnn train --resume --run {run_dir.name}`, then export")
     with console.status(f"[bold]export[/]: loading run {run_dir.name}"):
         run = load_run(run_dir)
         split = load_split(run.split_dir)

@@ -202,6 +202,12 @@ def test_truncated_best_checkpoint_is_one_line_before_export(wd: WorkDir) -> Non
     assert code == 1 and "best.pt is damaged" in line and "doctor" in line
 
 
+def test_unfinished_run_is_not_exported(wd: WorkDir) -> None:
+    (wd.models / "r1" / "summary.json").unlink()  # as a run that is still training, or was killed
+    code, lines = cli(wd, "export", "--run", "r1", "--force")
+    assert code == 1 and "has not finished training" in error_line(lines) and "--resume --run r1" in error_line(lines)
+
+
 def test_empty_manifest_is_one_line(wd: WorkDir) -> None:
     (wd.code_version() / "manifest.json").write_text("{}")
     code, lines = cli(wd, "recommend", "--user", "u1")
