@@ -64,7 +64,7 @@ def holder(workdir: WorkDir | Path) -> dict[str, object] | None:
     """What the lock file says about its (last) holder: command, pid, host, started; None if unreadable.
 
     The file is rewritten by every holder; after a killed holder it describes that dead process,
-    so this is meaningful only while the lock is actually held (:func:`is_locked`)."""
+    so this is meaningful only while the lock is actually held."""
     try:
         data = json.loads(lock_path(workdir).read_text() or "null")
     except (OSError, ValueError):
@@ -137,18 +137,3 @@ def workdir_lock(workdir: WorkDir | Path, command: str, wait: float | None = Non
             del _held[root]
         lock.release()
 
-
-def is_locked(workdir: WorkDir | Path) -> bool:
-    """True when some process (this one included) holds the lock right now (a non-blocking probe)."""
-    root = (workdir.root if isinstance(workdir, WorkDir) else Path(workdir)).resolve()
-    if root in _held:
-        return True
-    if not (root / LOCK_NAME).exists():
-        return False
-    probe = FileLock(root / LOCK_NAME, timeout=0, thread_local=False)
-    try:
-        probe.acquire()
-    except Timeout:
-        return True
-    probe.release()
-    return False

@@ -137,8 +137,10 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; published folders get the usual mode
     try:
         yield tmp
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno is not None and e.filename is None:  # e.g. Arrow's failed write
+            raise OSError(e.errno, e.strerror or str(e), str(final)) from e
         raise
     old = None
     if final.exists():

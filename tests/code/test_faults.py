@@ -174,6 +174,17 @@ def test_no_space_left_is_one_line_and_leaves_the_last_good_snapshot(wd: WorkDir
     assert not [p for p in wd.root.rglob(".*.tmp")], "a failed prepare left temp files"
 
 
+def test_no_space_left_while_checkpointing_names_the_checkpoint(wd: WorkDir, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")  # as write(2)/fsync(2) report it: no file name
+
+    monkeypatch.setattr(os, "fsync", full)
+    code, lines = cli(wd, "train", "--run", "r2", "--epochs", "1")
+    line = error_line(lines)
+    assert code == 1 and "No space left on device" in line and "r2/config.json" in line and "free space" in line, line
+    assert not [p for p in wd.root.rglob(".*.tmp")]
+
+
 def test_permission_denied_is_one_line(wd: WorkDir, monkeypatch: pytest.MonkeyPatch) -> None:
     import flows.publish
 
