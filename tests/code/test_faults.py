@@ -185,6 +185,39 @@ def test_no_space_left_while_checkpointing_names_the_checkpoint(wd: WorkDir, mon
     assert not [p for p in wd.root.rglob(".*.tmp")]
 
 
+@pytest.fixture
+def tiny_disk(tmp_path: Path, built: Path):  # noqa: ANN201 - yields the work directory on it
+    """The built work directory on a tmpfs with 1.5 MB to spare (skipped where mount is not allowed)."""
+    used = sum(p.stat().st_size for p in built.rglob("*") if p.is_file() and not p.is_symlink())
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    size_kb = (used + 1_500_000) // 1024 + 64
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(mnt)], capture_output=True, check=False)
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mount.stderr.decode().strip()}); the simulated ENOSPC tests cover it")
+    try:
+        shutil.copytree(built, mnt / "w", symlinks=True)
+        yield WorkDir(mnt / "w")
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_full_disk_is_one_line_and_loses_nothing(tiny_disk: WorkDir, tmp_path: Path) -> None:
+    from fault_harness import raw_counts
+
+    from hqgnn.synthetic import SyntheticSpec, write_interactions
+
+    wd = tiny_disk
+    before = raw_counts(wd)
+    big = write_interactions(tmp_path / "big.csv", SyntheticSpec(num_users=6000, num_items=3000, mean_events_per_user=40, seed=9))
+    code, lines = cli(wd, "ingest", str(big), "--format", "csv", "--columns", "user=user_id,item=item_id,timestamp=timestamp,rating=rating")
+    line = error_line(lines)
+    assert code == 1 and "No space left on device" in line and "free space" in line, line
+    assert raw_counts(wd) == before  # nothing of the failed ingest is kept
+    code, lines = cli(wd, "recommend", "--user", "u1")  # readers still work on a full disk
+    assert code == 0 or "unknown user" in " ".join(lines)
+
+
 def test_permission_denied_is_one_line(wd: WorkDir, monkeypatch: pytest.MonkeyPatch) -> None:
     import flows.publish
 
