@@ -20,6 +20,7 @@ from rich.console import Console
 
 from flows.config import PipelineConfig
 from flows.errors import HqgnnError
+from flows.lock import workdir_lock
 from flows.workdir import DEFAULT_WORKDIR, WorkDir
 
 if TYPE_CHECKING:
@@ -38,6 +39,10 @@ C = TypeVar("C", bound=BaseModel)
 WorkdirOpt = Annotated[Path, typer.Option("--workdir", help="Work directory (warehouse, splits, models, codes, reports).")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML file with one section per stage; options override it.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
+WaitOpt = Annotated[float | None, typer.Option(
+    "--wait", metavar="[SECONDS]",
+    help="If another command is writing this work directory, wait for it (up to SECONDS; bare --wait: no limit) instead of failing at once.",
+)]
 
 
 def load_pipeline_config(path: Path | None) -> PipelineConfig:
@@ -73,22 +78,34 @@ def _pydantic_message(e: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in e.errors())
 
 
-def _fail(e: BaseException, debug: bool) -> None:
+def _fail(e: BaseException, debug: bool, message: str | None = None) -> None:
     if debug:
         raise e
-    console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {_escape(message or str(e))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=1)
 
 
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
 def _run(debug: bool, fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Call a stage; known errors become one clear line on stderr and exit status 1."""
+    """The CLI's one error boundary: call a stage; every expected failure becomes one clear line
+    on stderr (naming the file and the next step, :func:`flows.failures.explain`) and exit status
+    1; ``--debug`` re-raises with the traceback. Ctrl-C exits 130."""
+    from flows.failures import explain
+
     try:
         return fn(*args, **kwargs)
-    except (HqgnnError, ValueError, FileNotFoundError, PermissionError) as e:
-        _fail(e, debug)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
         raise typer.Exit(code=130) from None
+    except typer.Exit:
+        raise
+    except Exception as e:
+        _fail(e, debug, explain(e))
 
 
 def _parse_columns(spec: str | None) -> dict[str, str] | None:
@@ -117,6 +134,7 @@ def ingest(
     timestamp_unit: Annotated[str | None, typer.Option("--timestamp-unit", help="Numeric timestamps: auto (per file, from their magnitude), s, ms, us, or iso (ISO-8601 only).")] = None,
     workdir: WorkdirOpt = DEFAULT_WORKDIR,
     config: ConfigOpt = None,
+    wait: WaitOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Load raw interaction files into the warehouse; bad rows are quarantined with a reason."""
@@ -129,7 +147,8 @@ def ingest(
             header=header, split_role=split_role, rating_min=rating_min, rating_max=rating_max,
             timestamp_unit=timestamp_unit,
         )
-        return run_ingest(WorkDir(workdir), cfg)
+        with workdir_lock(workdir, "ingest", wait):
+            return run_ingest(WorkDir(workdir), cfg)
 
     _run(debug, go)
 
@@ -145,6 +164,7 @@ def prepare(
     valid_ratio: Annotated[float | None, typer.Option("--valid-ratio", help="Share in valid (random/temporal), or carved from train (predefined).")] = None,
     workdir: WorkdirOpt = DEFAULT_WORKDIR,
     config: ConfigOpt = None,
+    wait: WaitOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Clean, k-core filter and split the warehouse into contract-checked Parquet splits."""
@@ -156,7 +176,8 @@ def prepare(
             kcore_user=kcore_user, kcore_item=kcore_item, split=split, seed=seed,
             rating_threshold=rating_threshold, train_ratio=train_ratio, valid_ratio=valid_ratio,
         )
-        return run_prepare(WorkDir(workdir), cfg)
+        with workdir_lock(workdir, "prepare", wait):
+            return run_prepare(WorkDir(workdir), cfg)
 
     _run(debug, go)
 
@@ -174,6 +195,7 @@ def train(
     nproc: Annotated[int | None, typer.Option("--nproc", help="Data-parallel processes via torchrun (gloo on CPU, NCCL per GPU); the batch size stays the global batch. With --resume: default the run's.")] = None,
     workdir: WorkdirOpt = DEFAULT_WORKDIR,
     config: ConfigOpt = None,
+    wait: WaitOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Train LightGCN + b-bit quantizer (STE or Hessian-aware GSTE) on the current splits."""
@@ -185,7 +207,8 @@ def train(
             bits=bits, estimator=estimator, epochs=epochs, device=device, resume=resume or None,
             run=run, snapshot=snapshot, seed=seed, nproc=nproc,
         )
-        return run_train(WorkDir(workdir), cfg)
+        with workdir_lock(workdir, "train", wait):
+            return run_train(WorkDir(workdir), cfg)
 
     _run(debug, go)
 
@@ -196,6 +219,7 @@ def export(
     force: Annotated[bool, typer.Option("--force", help="Publish even if the metric regressed (contracts still apply).")] = False,
     workdir: WorkdirOpt = DEFAULT_WORKDIR,
     config: ConfigOpt = None,
+    wait: WaitOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Export a run's codes and publish them as codes/current through the publish gate."""
@@ -203,7 +227,8 @@ def export(
 
     def go() -> Any:
         cfg = with_overrides(load_pipeline_config(config).export, run=run, force=force or None)
-        return run_export(WorkDir(workdir), cfg)
+        with workdir_lock(workdir, "export", wait):
+            return run_export(WorkDir(workdir), cfg)
 
     _run(debug, go)
 
@@ -215,6 +240,7 @@ def evaluate(
     rerank: Annotated[bool, typer.Option("--rerank", help="Top-R by codes, re-ranked with float embeddings.")] = False,
     workdir: WorkdirOpt = DEFAULT_WORKDIR,
     config: ConfigOpt = None,
+    wait: WaitOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Evaluate a run on valid and test (float and codes): metrics, latency, memory, report, plot."""
@@ -223,7 +249,8 @@ def evaluate(
     def go() -> Any:
         ks = None if k is None else tuple(int(x) for x in k.split(",") if x.strip())
         cfg = with_overrides(load_pipeline_config(config).evaluate, run=run, ks=ks, rerank=rerank or None)
-        return run_evaluate(WorkDir(workdir), cfg)
+        with workdir_lock(workdir, "evaluate", wait):
+            return run_evaluate(WorkDir(workdir), cfg)
 
     _run(debug, go)
 
@@ -253,6 +280,7 @@ def run_all(
     force: Annotated[bool, typer.Option("--force", help="Rerun stages whose inputs did not change (otherwise they are skipped).")] = False,
     workdir: WorkdirOpt = DEFAULT_WORKDIR,
     config: ConfigOpt = None,
+    wait: WaitOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """The whole pipeline as the Prefect flow `hqgnn`: ingest (files from the config, or the demo
@@ -262,7 +290,13 @@ def run_all(
 
     if not debug:
         quiet_console_tracebacks()
-    _run(debug, lambda: run_flow(WorkDir(workdir), load_pipeline_config(config), demo=demo, force=force))
+
+    def go() -> Any:
+        cfg = load_pipeline_config(config)
+        with workdir_lock(workdir, "run", wait):  # the flow takes it again (re-entrant in this process)
+            return run_flow(WorkDir(workdir), cfg, demo=demo, force=force)
+
+    _run(debug, go)
 
 
 def _parse_list(option: str, spec: str | None, cast: type, choices: tuple[Any, ...], default: list[Any]) -> list[Any]:
@@ -324,6 +358,7 @@ def sweep(
     sweep_id: Annotated[str | None, typer.Option("--sweep-id", help="Names reports/sweep-<id> and the runs (default: UTC time).")] = None,
     workdir: WorkdirOpt = DEFAULT_WORKDIR,
     config: ConfigOpt = None,
+    wait: WaitOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Train and evaluate a grid of bits x estimators x seeds (x dims x any --axis) in parallel
@@ -356,15 +391,56 @@ def sweep(
 
         if not debug:
             quiet_console_tracebacks()
-        return Path(hqgnn_sweep(
-            workdir=str(workdir.absolute()), bits=grid_bits, estimators=grid_estimators, seeds=grid_seeds,
-            axes=axes, train=train_cfg, evaluate=eval_cfg, sweep_id=sweep_id, dask_address=address,
-            n_workers=workers, torch_threads=threads,
-        ))
+        with workdir_lock(workdir, "sweep", wait):  # held for the grid; the Dask workers run under it
+            return Path(hqgnn_sweep(
+                workdir=str(workdir.absolute()), bits=grid_bits, estimators=grid_estimators, seeds=grid_seeds,
+                axes=axes, train=train_cfg, evaluate=eval_cfg, sweep_id=sweep_id, dask_address=address,
+                n_workers=workers, torch_threads=threads,
+            ))
 
     out = _run(debug, go)
     typer.echo((out / "comparison.md").read_text(), nl=False)
     console.print(f"sweep: table, plot and per-cell rows in {out}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def doctor(
+    repair: Annotated[bool, typer.Option("--repair", help="Repair what can be repaired without losing data, reporting every action.")] = False,
+    contracts: Annotated[bool, typer.Option("--contracts/--no-contracts", help="Also check the data contracts of splits/current and codes/current.")] = True,
+    workdir: WorkdirOpt = DEFAULT_WORKDIR,
+    wait: WaitOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Check the work directory (pointers, manifests, hashes, contracts, debris of killed commands,
+    runs left `running`); --repair fixes what it can. Exit 1 while a problem remains."""
+    from flows.doctor import examine
+    from flows.doctor import repair as run_repair
+
+    def go() -> Any:
+        wd = WorkDir(workdir)
+        if not wd.root.is_dir():
+            raise HqgnnError(f"no work directory at {wd.root}")
+        with workdir_lock(workdir, "doctor", wait):  # needs a quiet directory: a writer's temp files are no debris
+            report = examine(wd, contracts)
+            if repair and report.problems:
+                run_repair(wd, report)
+                after = examine(wd, contracts)
+                return report, after
+            return report, None
+
+    report, after = _run(debug, go)
+    for f in report.findings:
+        typer.echo(f.line())
+    left = (after or report).problems
+    if after is not None:
+        for f in left:
+            typer.echo(f"still     {f.kind}: {f.path}: {f.problem}")
+    if not left:
+        typer.echo(f"doctor: {workdir} is healthy" + (f" ({sum(f.outcome is not None for f in report.findings)} repair(s) done)" if after is not None else ""))
+        return
+    hint = "" if repair else "; run `hqgnn doctor --repair`" if any(f.repair for f in left) else ""
+    console.print(f"doctor: {len(left)} problem(s) in {workdir}{hint}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=1)
 
 
 class _OneLineFormatter(logging.Formatter):
@@ -402,6 +478,23 @@ TELEMETRY_OFF = {
 }
 
 
+def expand_bare_wait(argv: list[str]) -> list[str]:
+    """``--wait`` with no number after it means "no limit": ``--wait inf`` (click has no optional
+    option values). ``--wait 30`` and ``--wait=30`` pass unchanged."""
+    out: list[str] = []
+    for k, arg in enumerate(argv):
+        out.append(arg)
+        if arg == "--wait":
+            nxt = argv[k + 1] if k + 1 < len(argv) else None
+            try:
+                float(nxt) if nxt is not None else None
+            except ValueError:
+                nxt = None
+            if nxt is None:
+                out.append("inf")
+    return out
+
+
 def main() -> None:
     """Console-script entry point (telemetry of Prefect and GX off unless the user set it)."""
     import os
@@ -409,7 +502,7 @@ def main() -> None:
     for key, value in TELEMETRY_OFF.items():
         os.environ.setdefault(key, value)
     try:
-        app()
+        app(args=expand_bare_wait(sys.argv[1:]))
     except BrokenPipeError:  # e.g. `hqgnn recommend ... | head`
         sys.exit(0)
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from flows.errors import InputError
+from flows.integrity import verify_code_version
 from hqgnn.codes import CodeTable
 from hqgnn.export import code_table_from_arrow, consistency_failures
 
@@ -57,10 +57,9 @@ class CodeVersion:
 def read_code_version(path: Path) -> CodeVersion:
     """Read ``codes/<version>/`` (manifest.json, users.parquet, items.parquet)."""
     path = Path(path)
-    mpath = path / "manifest.json"
-    if not mpath.is_file():
+    if not (path / "manifest.json").is_file():
         raise InputError(f"{path} has no manifest.json: not a code version written by `hqgnn export`")
-    manifest = json.loads(mpath.read_text())
+    manifest = verify_code_version(path)  # sizes and hashes against the manifest, before use
     bits, dim = int(manifest["bits"]), int(manifest["dim"])
     users, user_ids = read_code_table(path / CODE_FILES["user"], "user", bits, dim)
     items, item_ids = read_code_table(path / CODE_FILES["item"], "item", bits, dim)

@@ -24,6 +24,15 @@ Device = Literal["auto", "cpu", "cuda"]
 COLUMN_ROLES = ("user", "item", "timestamp", "rating")
 
 
+def _plain_name(v: str | None) -> str | None:
+    """Run and snapshot names are folder names inside the work directory (no separators, no '..')."""
+    if v is None:
+        return v
+    if not v or "/" in v or "\\" in v or v in (".", "..") or v.startswith(".") or Path(v).is_absolute():
+        raise ValueError(f"{v!r} must be a plain name: no '/', no '..', not absolute, not starting with '.'")
+    return v
+
+
 class StageConfig(BaseModel):
     """Base: frozen, unknown keys rejected."""
 
@@ -95,6 +104,11 @@ class TrainConfig(TrainRecipe):
     nproc: int = Field(1, ge=1)  # data-parallel processes (torch.distributed); batch_size stays the global batch
     resume: bool = False
 
+    @field_validator("run", "snapshot")
+    @classmethod
+    def _plain_name(cls, v: str | None) -> str | None:
+        return _plain_name(v)
+
     def recipe(self) -> TrainRecipe:
         """The hyperparameters alone, as the library's trainer takes them."""
         return TrainRecipe(**self.model_dump(include=set(TrainRecipe.model_fields), exclude_unset=True))
@@ -108,6 +122,11 @@ class ExportConfig(StageConfig):
     gate_metric: str = "recall@20"
     gate_tolerance: float = Field(0.005, ge=0)
 
+    @field_validator("run")
+    @classmethod
+    def _plain_name(cls, v: str | None) -> str | None:
+        return _plain_name(v)
+
 
 class EvaluateConfig(StageConfig):
     """Offline evaluation of a run on valid and test, float and codes."""
@@ -117,6 +136,11 @@ class EvaluateConfig(StageConfig):
     rerank: bool = False  # HashGNN-style: top-R by codes, re-ranked with float embeddings
     rerank_r: int = Field(200, ge=1)
     batch_size: int = Field(1024, ge=1)
+
+    @field_validator("run")
+    @classmethod
+    def _plain_name(cls, v: str | None) -> str | None:
+        return _plain_name(v)
 
     @field_validator("ks")
     @classmethod

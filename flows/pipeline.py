@@ -17,6 +17,7 @@ input, contract, publish gate) fails the run with that message; nothing is swall
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,7 +39,8 @@ from flows.config import (
     PrepareConfig,
     TrainConfig,
 )
-from flows.runs import RunRecord, record_run
+from flows.lock import workdir_lock
+from flows.runs import RunRecord, abandon_runs, record_run
 from flows.stage_runs import (
     StageOutcome,
     describe,
@@ -88,7 +90,16 @@ def train_flow(workdir: WorkDir, cfg: TrainConfig, force: bool = False) -> Stage
     processes); skipped when the snapshot's content hashes and the config are unchanged."""
     split_dir = workdir.split(cfg.snapshot)
     pinned = cfg.model_copy(update={"snapshot": split_dir.name})
-    return run_stage("train", workdir, pinned, dir_hashes(split_dir), lambda: train_stage.train(workdir, pinned), force, get_run_logger())
+    logger = get_run_logger()
+
+    def train_or_resume() -> Any:
+        unfinished = None if pinned.run or pinned.resume else train_stage.unfinished_run(workdir, pinned)
+        if unfinished is not None:  # a killed run of the same inputs: continue it from its last.pt
+            logger.info("train: resuming the interrupted run %s (same snapshot and config)", unfinished)
+            return train_stage.train(workdir, pinned.model_copy(update={"run": unfinished, "resume": True}))
+        return train_stage.train(workdir, pinned)
+
+    return run_stage("train", workdir, pinned, dir_hashes(split_dir), train_or_resume, force, logger)
 
 
 @flow(name="hqgnn-export")
@@ -182,16 +193,28 @@ def hqgnn(
     drop_folder: str | None = None,
     drop_pattern: str = "*",
     force: bool = False,
+    lock_wait: float = 0.0,
 ) -> PipelineSummary:
     """The whole pipeline on ``workdir``.
 
     Ingests ``ingest.files`` plus, when ``drop_folder`` is set, every file there matching
     ``drop_pattern`` (re-ingesting a file adds nothing, so the folder may keep old files);
     then prepare -> train -> export (publish gate) -> evaluate. ``force`` reruns stages whose
-    inputs did not change; the gate's metric override is ``export.force``.
+    inputs did not change; the gate's metric override is ``export.force``. The run holds the
+    work directory's lock (:mod:`flows.lock`) throughout; ``lock_wait`` seconds to wait for
+    another writer (0: fail at once, negative: no limit).
     """
-    logger = get_run_logger()
     wd = WorkDir(Path(workdir).resolve())
+    with workdir_lock(wd, "run", math.inf if lock_wait < 0 else lock_wait):
+        return _hqgnn(wd, ingest, prepare, train, export, evaluate, drop_folder, drop_pattern, force)
+
+
+def _hqgnn(
+    wd: WorkDir, ingest: IngestConfig, prepare: PrepareConfig, train: TrainConfig, export: ExportConfig,
+    evaluate: EvaluateConfig, drop_folder: str | None, drop_pattern: str, force: bool,
+) -> PipelineSummary:
+    """The body of flow ``hqgnn``, under the lock."""
+    logger = get_run_logger()
     parameters = {
         "workdir": str(wd.root), "ingest": ingest.model_dump(mode="json"),
         "prepare": prepare.model_dump(mode="json"), "train": train.model_dump(mode="json"),
@@ -201,6 +224,9 @@ def hqgnn(
     run = _Run(wd, parameters)
     logger.info("hqgnn run %s on %s (force=%s)", run.name, wd.root, force)
     run.record("running")
+    abandoned = with_io_retries(lambda: abandon_runs(wd.warehouse, run.run_id), "abandon-runs", logger)
+    if abandoned:
+        logger.warning("runs %s were left `running` by a killed process: marked abandoned", ", ".join(abandoned))
     try:
         _stages(run, ingest, prepare, train, export, evaluate, drop_folder, drop_pattern, force)
     except BaseException as e:
@@ -256,6 +282,9 @@ def run_flow(workdir: WorkDir, cfg: PipelineConfig, demo: bool = False, force: b
     """``hqgnn run``: the parent flow in-process (ephemeral Prefect unless PREFECT_API_URL is set)."""
     if demo:
         cfg = demo_config(workdir, cfg)
+    from flows.orphan_guard import guard_ephemeral_server
+
+    guard_ephemeral_server()  # Prefect's temporary API server (if it starts) dies with this process
     return hqgnn(
         workdir=str(workdir.root), ingest=cfg.ingest, prepare=cfg.prepare, train=cfg.train,
         export=cfg.export, evaluate=cfg.evaluate, force=force,

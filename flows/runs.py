@@ -16,7 +16,7 @@ from typing import Any
 
 from flows.warehouse import connect, run_sql
 
-STATUSES = ("running", "completed", "failed")
+STATUSES = ("running", "completed", "failed", "abandoned")
 
 
 @dataclass(frozen=True)
@@ -66,3 +66,35 @@ def record_run(warehouse: Path, rec: RunRecord) -> None:
             stages=_json(rec.stages),
             error=rec.error,
         )
+
+
+def abandon_runs(warehouse: Path, keep_run_id: str = "") -> list[str]:
+    """Mark every ``running`` row but ``keep_run_id`` as ``abandoned`` (call only while holding the
+    work directory's lock: then no other run is alive). Returns the run ids marked."""
+    from datetime import UTC
+
+    import duckdb
+
+    if not warehouse.is_file():
+        return []
+    with connect(warehouse) as con:
+        try:
+            rows = run_sql(con, "warehouse/steps/abandon_runs", keep_run_id=keep_run_id, noticed_at=datetime.now(UTC)).fetchall()
+        except duckdb.CatalogException:  # no runs table yet
+            return []
+    return [str(r[0]) for r in rows]
+
+
+def running_runs(warehouse: Path) -> list[tuple[str, str, datetime]]:
+    """``(run_id, flow_run_name, started_at)`` of the rows still marked ``running``."""
+    import duckdb
+
+    from flows.warehouse import query
+
+    if not warehouse.is_file():
+        return []
+    with connect(warehouse, read_only=True) as con:
+        try:
+            return [tuple(r) for r in query(con, "warehouse/probes/running_runs").fetchall()]
+        except duckdb.CatalogException:
+            return []

@@ -9,7 +9,6 @@ timestamp int64`` nullable), ``users.parquet`` (``user_idx int32, user_id string
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,9 @@ def load_split(split_dir: Path) -> SplitData:
     missing = [f for f in REQUIRED_FILES if not (split_dir / f).is_file()]
     if missing:
         raise InputError(f"split folder {split_dir} is missing {', '.join(missing)} (run `hqgnn prepare` first)")
-    manifest = json.loads((split_dir / "manifest.json").read_text())
+    from flows.integrity import verify_split
+
+    manifest = verify_split(split_dir)  # sizes and hashes against the manifest, before use
     for key in ("num_users", "num_items"):
         if not isinstance(manifest.get(key), int) or manifest[key] <= 0:
             raise InputError(f"{split_dir / 'manifest.json'}: {key!r} must be a positive integer, got {manifest.get(key)!r}")
@@ -102,5 +103,9 @@ def write_split(
             f"{kind}_id": pa.array([f"{kind[0]}{k}" for k in range(n)], pa.string()),
             "n_train": pa.array(counts, pa.int32()),
         }), split_dir / f"{kind}s.parquet")
-    atomic_write_json(split_dir / "manifest.json", {"snapshot": snapshot or split_dir.name, "num_users": num_users, "num_items": num_items})
+    from flows.integrity import file_record
+
+    files = {f"{name}.parquet": file_record(split_dir / f"{name}.parquet") for name in (*SPLITS, "users", "items")}
+    atomic_write_json(split_dir / "manifest.json", {"snapshot": snapshot or split_dir.name, "num_users": num_users,
+                                                    "num_items": num_items, "files": files})
     return split_dir

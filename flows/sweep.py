@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.config import EvaluateConfig, TrainConfig
+from flows.lock import workdir_lock
 from flows.workdir import DEFAULT_WORKDIR, WorkDir, atomic_dir
 from hqgnn.bits import ALL_BITS, QUANT_ESTIMATORS, default_estimator, is_float
 from hqgnn.recipe import TrainRecipe
@@ -222,6 +224,7 @@ def hqgnn_sweep(
     dask_address: str | None = None,
     n_workers: int = 2,
     torch_threads: int = 0,
+    lock_wait: float = 0.0,
 ) -> str:
     """Train and evaluate every cell of ``bits x estimators x seeds x axes`` (``axes``: more train
     settings to vary, e.g. ``{"dim": [32, 64, 128, 256]}``; ``train`` gives the others) in
@@ -230,14 +233,22 @@ def hqgnn_sweep(
 
     ``dask_address``: a running Dask scheduler; ``None`` starts a ``LocalCluster`` of
     ``n_workers`` processes (1 thread each). ``torch_threads``: intra-op threads per cell
-    (0: cores // n_workers).
+    (0: cores // n_workers). The flow holds the work directory's lock (:mod:`flows.lock`; the
+    Dask workers run under it); ``lock_wait`` seconds to wait for another writer (<0: no limit).
     """
+    wd = WorkDir(Path(workdir).resolve())
+    with workdir_lock(wd, "sweep", math.inf if lock_wait < 0 else lock_wait):
+        return _sweep(wd, bits, estimators, seeds, axes or {}, train, evaluate, sweep_id, dask_address, n_workers, torch_threads)
+
+
+def _sweep(wd: WorkDir, bits: list[int], estimators: list[str], seeds: list[int], axes: dict[str, list[Any]],
+           train: TrainConfig, evaluate: EvaluateConfig, sweep_id: str | None, dask_address: str | None, n_workers: int,
+           torch_threads: int) -> str:
+    """The body of flow ``hqgnn-sweep``, under the lock."""
     from prefect_dask import DaskTaskRunner
 
-    wd = WorkDir(Path(workdir).resolve())
     snapshot = wd.split(train.snapshot).resolve().name  # pinned: every cell trains on the same data
     sweep_id = sweep_id or datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    axes = axes or {}
     cells = sweep_cells(train, bits, estimators, seeds, snapshot, sweep_id, axes)
     threads = torch_threads or max(1, (os.cpu_count() or 1) // n_workers)
     runner = (DaskTaskRunner(address=dask_address) if dask_address else

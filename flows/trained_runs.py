@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,20 +66,28 @@ class TrainedRun:
 
 def run_metadata(run_dir: Path) -> dict[str, Any]:
     """``config.json`` of a run (config, snapshot, split_dir relative to the run, model args)."""
+    from flows.integrity import read_manifest
+
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise InputError(f"{run_dir} is not a training run: {path.name} is missing")
-    return json.loads(path.read_text())
+    return read_manifest(path, ("config", "snapshot", "split_dir", "model_args"), "hqgnn train")
 
 
 def load_run(run_dir: Path, device: torch.device | str = "cpu") -> TrainedRun:
     """Load a run's best checkpoint; a run without one (not yet validated) is an :class:`InputError`."""
+    from flows.integrity import verify_run
+
     run_dir = Path(run_dir)
     meta = run_metadata(run_dir)
     best = run_dir / "best.pt"
     if not best.is_file():
         raise InputError(f"run {run_dir.name} has no best checkpoint yet ({best} is missing): it has not finished a validated epoch")
-    state = load_checkpoint(best)
+    verify_run(run_dir)  # a finished run's checkpoints against the hashes in summary.json
+    try:
+        state = load_checkpoint(best)
+    except ValueError as e:
+        raise InputError(f"{e}; retrain the run (`hqgnn train`), or `hqgnn train --resume --run {run_dir.name}` if it never finished") from e
     cfg = TrainConfig(**meta["config"])
     args = state["model_args"]
     return TrainedRun(

@@ -18,6 +18,7 @@ statement is executed in order with its own parameters.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -139,3 +140,46 @@ def query(con: duckdb.DuckDBPyConnection, name: str, **params: Any) -> duckdb.Du
     if stmt.params != set(params):
         raise ValueError(f"sql/{name}.sql uses parameters {sorted(stmt.params)}, got {sorted(params)}")
     return con.sql(stmt.sql, params=params or None)
+
+
+def reclaim_space(con: duckdb.DuckDBPyConnection) -> None:
+    """CHECKPOINT after a rollback: DuckDB frees the blocks a rolled-back transaction wrote into
+    the file only at a checkpoint, and truncates the file when they are at its end. A failure
+    here is reported, never allowed to mask the error that caused the rollback."""
+    try:
+        con.execute("checkpoint")
+    except duckdb.Error as e:
+        print(f"warning: could not reclaim the space of the rolled-back work in the warehouse ({e})", file=sys.stderr)
+
+
+def free_bytes(path: Path) -> tuple[int, int]:
+    """``(unused, total)`` bytes of the warehouse file: space a rolled-back ingest or prepare left
+    in the file (DuckDB reuses it for later writes but never gives it back to the disk), measured
+    as the file's size beyond the blocks DuckDB accounts for."""
+    with connect(path, read_only=True) as con:
+        (block, total), = con.sql("select block_size, total_blocks from pragma_database_size()").fetchall()
+    size = path.stat().st_size
+    return max(0, size - int(block) * int(total) - 3 * 4096), size  # 3 header blocks of 4 KiB
+
+
+def compact(path: Path) -> tuple[int, int]:
+    """Rewrite the warehouse without its free blocks (``COPY FROM DATABASE`` into a temporary
+    sibling, then rename(2)); returns the sizes before and after. Only while holding the work
+    directory's lock: no other process may have the file open."""
+    before = path.stat().st_size
+    tmp = path.with_name(f".{path.name}.compact.tmp")
+    tmp.unlink(missing_ok=True)
+    con = duckdb.connect()
+    try:
+        con.execute(f"attach {_quote(str(path))} as old_wh (read_only)")
+        con.execute(f"attach {_quote(str(tmp))} as new_wh")
+        con.execute("copy from database old_wh to new_wh")
+        con.execute("detach new_wh")
+        con.execute("detach old_wh")
+    except BaseException:
+        con.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    con.close()
+    os.replace(tmp, path)
+    return before, path.stat().st_size

@@ -59,15 +59,15 @@ class WorkDir:
 
     def split(self, snapshot: str | None = None) -> Path:
         """Folder of a split snapshot; ``None`` resolves ``splits/current``."""
-        return self.splits / snapshot if snapshot else resolve_pointer(self.splits / "current", "split snapshot", "hqgnn prepare")
+        return self.splits / check_name(snapshot, "--snapshot") if snapshot else resolve_pointer(self.splits / "current", "split snapshot", "hqgnn prepare")
 
     def run(self, run: str | None = None) -> Path:
         """Folder of a training run; ``None`` resolves ``models/latest``."""
-        return self.models / run if run else resolve_pointer(self.models / "latest", "training run", "hqgnn train")
+        return self.models / check_name(run, "--run") if run else resolve_pointer(self.models / "latest", "training run", "hqgnn train")
 
     def code_version(self, version: str | None = None) -> Path:
         """Folder of an exported code version; ``None`` resolves ``codes/current``."""
-        return self.codes / version if version else resolve_pointer(self.codes / "current", "published codes", "hqgnn export")
+        return self.codes / check_name(version, "version") if version else resolve_pointer(self.codes / "current", "published codes", "hqgnn export")
 
     @property
     def data_docs(self) -> Path:
@@ -76,6 +76,17 @@ class WorkDir:
 
     def report(self, run: str) -> Path:
         return self.reports / run
+
+
+def check_name(name: str, what: str) -> str:
+    """``name`` if it is one plain folder name inside the work directory: no path separator, not
+    ``.``/``..``, not hidden, not absolute; else an :class:`~flows.errors.InputError`."""
+    from flows.errors import InputError
+
+    if not name or "/" in name or "\\" in name or "\0" in name or name in (".", "..") or name.startswith(".") or os.path.isabs(name):
+        raise InputError(f"{what} {name!r}: expected a plain name (letters, digits, -, _ ...; no '/', no '..', "
+                         "not absolute, not starting with '.'), so it stays inside the work directory")
+    return name
 
 
 def resolve_pointer(pointer: Path, what: str, producer: str) -> Path:
@@ -126,8 +137,10 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; published folders get the usual mode
     try:
         yield tmp
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno is not None and e.filename is None:  # e.g. Arrow's failed write
+            raise OSError(e.errno, e.strerror or str(e), str(final)) from e
         raise
     old = None
     if final.exists():

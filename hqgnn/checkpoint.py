@@ -8,6 +8,7 @@ early-stopping counter, RNG states, GSTE δ state and the history so far.
 from __future__ import annotations
 
 import io
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,12 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` (tensors on the CPU)."""
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, AttributeError, ImportError) as e:
+        # torch reports a truncated zip as RuntimeError, an empty file as EOFError, a cut pickle as OSError 22
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path}: damaged checkpoint ({path.stat().st_size} bytes; {first})") from e
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
         raise ValueError(f"{path}: not an hqgnn checkpoint of format {FORMAT_VERSION}")
     return state

@@ -56,7 +56,7 @@ def make_split(workdir: WorkDir, split: dict, num_users: int, num_items: int, sn
 
 
 def make_run(workdir: WorkDir, name: str, split_dir: Path, user_emb: np.ndarray, item_emb: np.ndarray, bits: int) -> Path:
-    """A run folder as `hqgnn train` writes it (config.json, best.pt), pointed to by models/latest."""
+    """A finished run folder as `hqgnn train` writes it (config.json, best.pt, summary.json), pointed to by models/latest."""
     run_dir = workdir.models / name
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = TrainConfig(bits=bits, dim=user_emb.shape[1], epochs=1)
@@ -71,5 +71,6 @@ def make_run(workdir: WorkDir, name: str, split_dir: Path, user_emb: np.ndarray,
         "config": cfg.model_dump(mode="json"), "epoch": 1, "valid": {"recall@20": 0.0},
         "user_emb": torch.from_numpy(user_emb), "item_emb": torch.from_numpy(item_emb),
     })
+    (run_dir / "summary.json").write_text(json.dumps({"run": name, "status": "completed"}))  # a finished run
     switch_pointer(workdir.models / "latest", run_dir)
     return run_dir

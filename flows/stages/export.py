@@ -39,10 +39,12 @@ from flows.code_versions import (
     write_code_table,
 )
 from flows.config import ExportConfig
-from flows.errors import DataContractError, PublishGateError
+from flows.errors import DataContractError, InputError, PublishGateError
+from flows.integrity import file_record
+from flows.publish import finish_interrupted_publish, publish_version
 from flows.split_files import load_split
 from flows.trained_runs import TrainedRun, load_run
-from flows.workdir import WorkDir, atomic_dir, file_sha256, switch_pointer
+from flows.workdir import WorkDir, atomic_dir, file_sha256
 from hqgnn.bits import ALL_BITS
 from hqgnn.codes import code_bytes
 from hqgnn.export import GateDecision, code_table_arrow, gate_decision
@@ -87,7 +89,13 @@ def export(workdir: WorkDir, cfg: ExportConfig, console: Console | None = None) 
     """Export the codes of ``cfg.run`` (default: latest) and publish them through the gate."""
     console = console or Console(stderr=True)
     start = time.perf_counter()
+    finished = finish_interrupted_publish(workdir)  # a kill between the two pointer switches
+    if finished:
+        console.print(f"[yellow]export[/]: {finished}", highlight=False)
     run_dir = workdir.run(cfg.run)
+    if (run_dir / "config.json").is_file() and not (run_dir / "summary.json").is_file():
+        raise InputError(f"run {run_dir.name} has not finished training ({run_dir / 'summary.json'} is missing: it is "
+                         f"still training, or was killed): finish it with `hqgnn train --resume --run {run_dir.name}`, then export")
     with console.status(f"[bold]export[/]: loading run {run_dir.name}"):
         run = load_run(run_dir)
         split = load_split(run.split_dir)
@@ -113,8 +121,7 @@ def export(workdir: WorkDir, cfg: ExportConfig, console: Console | None = None) 
             f"codes {version} NOT published: {decision.reason}. The version stays unpublished in {final}; "
             f"codes/current is unchanged. Re-run with --force to publish anyway (contracts still apply)."
         )
-    switch_pointer(width_pointer(workdir, run.bits), final)
-    switch_pointer(workdir.codes / "current", final)
+    publish_version(workdir, final, run.bits)  # current-<b>bit and current, journalled (flows.publish)
     console.print(
         f"[bold]export[/]: published {version} ({run.bits} bits, {len(users)} users, {len(items)} items) "
         f"as codes/current in {time.perf_counter() - start:.1f}s -- {decision.reason}",
@@ -189,7 +196,7 @@ def _manifest(
         "snapshot": split.snapshot,
         "split_dir": str(split.path),
         "snapshot_hashes": snapshot_hashes,
-        "files": {name: {"sha256": file_sha256(folder / name)} for name in CODE_FILES.values()},
+        "files": {name: file_record(folder / name) for name in CODE_FILES.values()},
         "metrics": {
             "valid_codes": {k: v for k, v in metrics.items()},
             "train_best_valid": run.best_valid,

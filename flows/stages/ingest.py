@@ -24,7 +24,7 @@ from flows.config import IngestConfig
 from flows.contracts import check_contract
 from flows.errors import InputError
 from flows.rawio import MAX_BAD_SHARE, read_raw
-from flows.warehouse import connect, query, run_sql
+from flows.warehouse import connect, query, reclaim_space, run_sql
 from flows.workdir import WorkDir, file_sha256
 
 console = Console(stderr=True)
@@ -92,6 +92,7 @@ def ingest(workdir: WorkDir, cfg: IngestConfig) -> IngestResult:
             con.commit()
         except BaseException:
             con.rollback()
+            reclaim_space(con)
             raise
     result = IngestResult.of(results)
     _summary(result)

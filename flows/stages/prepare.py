@@ -28,8 +28,9 @@ from rich.console import Console
 from flows.config import PrepareConfig
 from flows.contracts import WarehouseRows, check_contract
 from flows.errors import InputError
-from flows.warehouse import connect, query, run_sql
-from flows.workdir import WorkDir, atomic_dir, file_sha256, switch_pointer
+from flows.integrity import file_record, verify_split
+from flows.warehouse import connect, query, reclaim_space, run_sql
+from flows.workdir import WorkDir, atomic_dir, switch_pointer
 from hqgnn.files import atomic_write_json
 
 console = Console(stderr=True)
@@ -51,34 +52,63 @@ class PrepareResult:
     reused: bool
 
 
-def prepare(workdir: WorkDir, cfg: PrepareConfig) -> PrepareResult:
-    """Clean, k-core filter and split the warehouse into ``splits/<snapshot>/`` (see module doc)."""
+def prepare(workdir: WorkDir, cfg: PrepareConfig, switch_current: bool = True) -> PrepareResult:
+    """Clean, k-core filter and split the warehouse into ``splits/<snapshot>/`` (see module doc).
+
+    An existing snapshot of the same id is reused only if its files match its manifest
+    (:func:`flows.integrity.verify_split`); a damaged one is rebuilt in place. ``switch_current``
+    False leaves ``splits/current`` alone (``hqgnn doctor --repair`` rebuilding an older snapshot)."""
     if not workdir.warehouse.is_file():
         raise InputError(f"no warehouse at {workdir.warehouse}: run `hqgnn ingest FILE...` first")
     with connect(workdir.warehouse) as con:
         sources = _sources(con, workdir)
         snapshot = snapshot_id(cfg, sources)
         final = workdir.splits / snapshot
-        if (final / "manifest.json").is_file():
-            switch_pointer(workdir.splits / "current", final)
-            manifest = json.loads((final / "manifest.json").read_text())
-            console.print(f"[bold]prepare[/]: unchanged, reusing snapshot {snapshot} ({final})", highlight=False)
-            return PrepareResult(snapshot, final, manifest, True)
+        if final.exists():
+            try:
+                manifest = verify_split(final)
+            except InputError as damaged:
+                console.print(f"[yellow]prepare[/]: snapshot {snapshot} is damaged ({damaged}); rebuilding it", highlight=False)
+            else:
+                if switch_current:
+                    switch_pointer(workdir.splits / "current", final)
+                console.print(f"[bold]prepare[/]: unchanged, reusing snapshot {snapshot} ({final})", highlight=False)
+                return PrepareResult(snapshot, final, manifest, True)
         con.begin()
         try:
             counts = _build_tables(con, cfg, workdir.data_docs)
             with atomic_dir(final) as tmp:
                 split_counts = _write_snapshot(con, tmp)
+                _check_not_empty(split_counts, cfg, counts)
                 manifest = _manifest(snapshot, cfg, sources, counts, split_counts, tmp)
                 atomic_write_json(tmp / "manifest.json", manifest)
                 check_splits(tmp, {"num_users": manifest["num_users"], "num_items": manifest["num_items"]}, workdir.data_docs)
             con.commit()
         except BaseException:
             con.rollback()
+            reclaim_space(con)
             raise
-    switch_pointer(workdir.splits / "current", final)
+    if switch_current:
+        switch_pointer(workdir.splits / "current", final)
     _summary(manifest, final)
     return PrepareResult(snapshot, final, manifest, False)
+
+
+def _check_not_empty(split_counts: dict[str, dict[str, int]], cfg: PrepareConfig, counts: dict[str, int]) -> None:
+    """Training needs validation rows (early stopping, the publish gate) and evaluation test rows:
+    an empty one fails here, naming the way out, not as a KeyError at train time."""
+    for name in ("train", "valid", "test"):
+        if name == "valid" and cfg.valid_ratio == 0 and cfg.split in ("random", "temporal"):
+            continue  # asked for: such a snapshot serves analyses, `train` refuses it (require_valid)
+        if split_counts[name]["rows"] == 0:
+            cold = split_counts[name]["cold"]
+            why = f" ({cold:,} dropped as cold: their users or items are not in train)" if cold else ""
+            raise InputError(
+                f"prepare: the {name} split came out empty{why} after the {cfg.kcore_user}/{cfg.kcore_item}-core "
+                f"of {counts['kcore']:,} pairs with --split {cfg.split} (train_ratio {cfg.train_ratio}, valid_ratio {cfg.valid_ratio}): "
+                "raise --valid-ratio, lower --kcore-user/--kcore-item, or ingest more data"
+            )
+
 
 
 def snapshot_id(cfg: PrepareConfig, sources: list[dict[str, Any]]) -> str:
@@ -191,7 +221,7 @@ def _manifest(
         "kcore_passes": counts["kcore_passes"],
         "num_users": row_counts["users"],
         "num_items": row_counts["items"],
-        "files": {name: {"rows": rows, "sha256": file_sha256(folder / name)} for name, rows in files.items()},
+        "files": {name: {"rows": rows, **file_record(folder / name)} for name, rows in files.items()},
     }
 
 

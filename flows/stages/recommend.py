@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from flows.code_versions import CODE_FILES, read_code_version
 from flows.errors import InputError
+from flows.integrity import verify_split
 from flows.workdir import WorkDir
 from hqgnn.interactions import InteractionMatrix
 from hqgnn.retrieval import RankBy, Retriever
@@ -65,6 +66,7 @@ def _train_items(workdir: WorkDir, manifest: dict, user_idx: int, num_items: int
         path = Path(manifest["split_dir"]) / "train.parquet"
     if not path.is_file():
         raise InputError(f"the split of the published codes is missing: {path} (snapshot {manifest.get('snapshot')})")
+    verify_split(path.parent)  # its train.parquet against the snapshot's manifest (hashed once per process)
     t = pq.read_table(path, columns=["user_idx", "item_idx"], filters=[("user_idx", "=", user_idx)])
     items = np.array(pc.cast(t.column("item_idx"), "int64").to_numpy(), dtype=np.int64)
     return InteractionMatrix.from_pairs(np.zeros(len(items), dtype=np.int64), items, 1, num_items)

@@ -25,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from flows.config import TrainConfig
 from flows.errors import InputError
+from flows.integrity import file_record
 from flows.split_files import load_split
 from flows.workdir import WorkDir, switch_pointer
 from hqgnn.dataset import SplitData
@@ -43,6 +44,9 @@ class TrainResult:
     epochs_run: int
     seconds: float
     status: str
+
+
+CHECKPOINTS = ("best.pt", "last.pt")  # hashed into summary.json: readers check them (flows.integrity.verify_run)
 
 
 def default_run_name(cfg: TrainConfig) -> str:
@@ -83,6 +87,7 @@ def write_summary(workdir: WorkDir, run_dir: Path, cfg: TrainConfig, data: Split
         "status": fit.status, "best_epoch": fit.best_epoch, "best_valid": fit.best_valid,
         "epochs_run": fit.epochs_run, "train_seconds": fit.seconds,
         "wall_seconds_this_invocation": time.perf_counter() - started, "code_refinement": fit.code_refinement,
+        "files": {name: file_record(run_dir / name) for name in CHECKPOINTS if (run_dir / name).is_file()},
     }
     atomic_write_json(run_dir / "summary.json", summary)
     switch_pointer(workdir.models / "latest", run_dir)
@@ -102,6 +107,48 @@ def train(workdir: WorkDir, cfg: TrainConfig, console: Console | None = None) ->
     return train_in_process(workdir, cfg, console)
 
 
+def restore(trainer: Trainer, run_dir: Path) -> None:
+    """``trainer.restore()`` from ``last.pt``; a damaged checkpoint is an InputError saying what to do."""
+    try:
+        trainer.restore()
+    except ValueError as e:
+        raise InputError(f"{e}: cannot resume {run_dir.name}; delete {run_dir / 'last.pt'} to restart it from epoch 1 "
+                         "with --resume, or train a new run") from e
+
+
+def require_valid(data: SplitData, split_dir: Path) -> None:
+    """Training selects its best epoch on validation rows: a snapshot without any is refused here."""
+    if data.valid.nnz == 0:
+        raise InputError(f"{split_dir / 'valid.parquet'} has no rows: training needs validation interactions; "
+                         "run `hqgnn prepare --valid-ratio 0.1` (or more) and train on that snapshot")
+
+
+RESUME_IGNORES = ("run", "resume")
+
+
+def unfinished_run(workdir: WorkDir, cfg: TrainConfig) -> str | None:
+    """The newest run folder that was started with ``cfg`` (same snapshot and settings; the run
+    name aside) and never finished (no ``summary.json``: the process was killed), or None.
+
+    ``hqgnn run`` resumes it instead of starting over: same inputs, same result (the trainer
+    resumes exactly from ``last.pt``)."""
+    if not workdir.models.is_dir():
+        return None
+    want = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in RESUME_IGNORES}
+    found = []
+    for meta_path in workdir.models.glob("*/config.json"):
+        run_dir = meta_path.parent
+        if run_dir.is_symlink() or run_dir.name.startswith(".") or (run_dir / "summary.json").exists():
+            continue
+        try:
+            stored = json.loads(meta_path.read_text())["config"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # unreadable: `hqgnn doctor` reports it; never resumed blindly
+        if {k: v for k, v in stored.items() if k not in RESUME_IGNORES} == want:
+            found.append((meta_path.stat().st_mtime, run_dir.name))
+    return max(found)[1] if found else None
+
+
 def resume_nproc(workdir: WorkDir, run: str | None) -> int:
     """``nproc`` a run was started with."""
     meta = json.loads((_resume_dir(workdir, run) / "config.json").read_text())
@@ -114,6 +161,7 @@ def train_in_process(workdir: WorkDir, cfg: TrainConfig, console: Console | None
     device = resolve_device(cfg.device)
     cfg, run_dir, split_dir = plan_run(workdir, cfg)
     data = load_split(split_dir)
+    require_valid(data, split_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not cfg.resume:
         write_run_config(run_dir, cfg, data, split_dir)
@@ -130,7 +178,7 @@ def train_in_process(workdir: WorkDir, cfg: TrainConfig, console: Console | None
             on_refine=lambda r: progress.console.print(format_refinement(r), highlight=False, soft_wrap=True),
         )
         if cfg.resume and (run_dir / "last.pt").is_file():
-            trainer.restore()
+            restore(trainer, run_dir)
             console.print(f"resuming {run_dir.name} after epoch {trainer.epoch}", highlight=False)
         console.print(f"training {run_dir.name}: {cfg.bits} bit(s), estimator {cfg.estimator}, device {device}, "
                       f"{data.num_users} users x {data.num_items} items, {data.train.nnz} train interactions", highlight=False)

@@ -35,6 +35,8 @@ from flows.stages.train import (
     format_epoch,
     format_refinement,
     plan_run,
+    require_valid,
+    restore,
     write_run_config,
     write_summary,
 )
@@ -96,6 +98,7 @@ def run_worker(workdir: WorkDir, cfg: TrainConfig) -> TrainResult | None:
             raise box[0]
         cfg, run_dir, split_dir = box[0]
         data = load_split(split_dir)
+        require_valid(data, split_dir)
         lead = ctx.rank == 0
         console = Console(stderr=True, quiet=not lead)
         if lead:
@@ -106,7 +109,7 @@ def run_worker(workdir: WorkDir, cfg: TrainConfig) -> TrainResult | None:
         trainer = DistributedTrainer(cfg, data, run_dir, ctx, on_epoch=lambda r: console.print(format_epoch(r, cfg), highlight=False),
                                      on_refine=lambda r: console.print(format_refinement(r), highlight=False))
         if cfg.resume and (run_dir / "last.pt").is_file():
-            trainer.restore()
+            restore(trainer, run_dir)
             console.print(f"resuming {run_dir.name} after epoch {trainer.epoch}", highlight=False)
         console.print(f"training {run_dir.name}: {cfg.bits} bit(s), estimator {cfg.estimator}, {ctx.world_size} processes "
                       f"({ctx.backend}, {ctx.device.type}), {data.num_users} users x {data.num_items} items, "

@@ -6,7 +6,7 @@ create table if not exists runs (
     run_id        varchar primary key,   -- the Prefect flow-run id
     flow_run_name varchar not null,      -- e.g. 'witty-turtle'
     deployment    varchar,               -- 'hqgnn/train', 'hqgnn/nightly'; null for ad-hoc runs
-    status        varchar not null,      -- running, completed, failed
+    status        varchar not null,      -- running, completed, failed, abandoned (killed; marked by the next run or `hqgnn doctor --repair`)
     started_at    timestamptz not null,
     finished_at   timestamptz,
     duration_s    double,

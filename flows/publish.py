@@ -1,0 +1,57 @@
+"""Publishing a code version: ``codes/current-<b>bit`` and ``codes/current`` switched together.
+
+Two symlinks cannot be switched in one rename(2), so the switch is journalled: ``codes/.publish.json``
+(written atomically) names the version and width first, then both pointers are switched, then the
+journal is removed. A process killed in between leaves the journal; the next ``export`` (and
+``hqgnn doctor --repair``) finishes the switch from it (:func:`finish_interrupted_publish`), so
+``current`` and ``current-<b>bit`` never stay on different versions. A version is only ever
+journalled after it is complete on disk and passed the gate.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from flows.errors import InputError
+from flows.integrity import verify_code_version
+from flows.workdir import WorkDir, switch_pointer
+from hqgnn.files import atomic_write_json
+
+JOURNAL = ".publish.json"
+
+
+def width_pointer(workdir: WorkDir, bits: int) -> Path:
+    """``codes/current-<b>bit``: the published version of one bit width."""
+    return workdir.codes / f"current-{bits}bit"
+
+
+def publish_version(workdir: WorkDir, version_dir: Path, bits: int) -> None:
+    """Point ``current-<bits>bit`` and ``current`` at ``version_dir`` (journalled, see module doc)."""
+    journal = workdir.codes / JOURNAL
+    atomic_write_json(journal, {"version": version_dir.name, "bits": int(bits)})
+    switch_pointer(width_pointer(workdir, bits), version_dir)
+    switch_pointer(workdir.codes / "current", version_dir)
+    journal.unlink()
+
+
+def finish_interrupted_publish(workdir: WorkDir) -> str | None:
+    """Complete a publication a killed process left half done; returns what was done (None: nothing to do).
+
+    The journalled version is verified first (files against its manifest, gate passed); a version
+    that fails is not published and the journal is dropped (the pointers keep their targets)."""
+    journal = workdir.codes / JOURNAL
+    if not journal.exists():
+        return None
+    try:
+        entry = json.loads(journal.read_text())
+        version, bits = str(entry["version"]), int(entry["bits"])
+        target = workdir.code_version(version)
+        manifest = verify_code_version(target)
+        if not (manifest.get("gate") or {}).get("passed", False) or int(manifest["bits"]) != bits:
+            raise InputError(f"{target} did not pass the publish gate as a {bits}-bit version")
+    except (OSError, ValueError, KeyError, TypeError) as e:  # InputError is a ValueError
+        journal.unlink()
+        return f"dropped the journal of an interrupted publication ({e}); the pointers keep their targets"
+    publish_version(workdir, target, bits)
+    return f"finished the interrupted publication of {version}: codes/current and codes/current-{bits}bit point at it"
