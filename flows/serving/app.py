@@ -183,7 +183,7 @@ def create_app(
     def get_recommend(user: IdParam, k: KParam = 20, exclude_seen: bool = True) -> JSONResponse:
         """Top-``k`` items for an original user id (train items excluded unless exclude_seen=false)."""
         v = serving()
-        idx = v.user_index.get(user)
+        idx = v.user_ids.index(user)
         if idx is None:
             raise ApiError(404, f"unknown user {user!r}: not in code version {v.name} "
                            "(ids are the original user ids of the split; new users: POST /recommend with their items)", version=v.name)
@@ -202,12 +202,12 @@ def create_app(
         except ValidationError as e:
             raise ApiError(422, f"bad body: {_validation_message(e.errors())}; send {{\"items\": [ID, ...], \"k\": 20}}") from e
         v = serving()
-        unknown = [str(x) for x in body.items if str(x) not in v.item_index]
+        items = [v.item_ids.index(str(x)) for x in body.items]
+        unknown = [str(x) for x, i in zip(body.items, items, strict=True) if i is None]
         if unknown:
             raise ApiError(404, f"{len(unknown)} unknown item id(s), e.g. {unknown[:5]}: not in code version {v.name}", version=v.name)
-        items = [v.item_index[str(x)] for x in body.items]
         try:
-            ranked = v.recommend_for_items(items, body.k)
+            ranked = v.recommend_for_items([i for i in items if i is not None], body.k)
         except FoldInUnavailable as e:
             raise ApiError(501, str(e), version=v.name) from e
         return answer(v, ranked, k=body.k, from_items=len(items))
@@ -216,7 +216,7 @@ def create_app(
     def get_similar(item: IdParam, k: KParam = 20) -> JSONResponse:
         """Items nearest to ``item`` by the code score (the item itself left out)."""
         v = serving()
-        idx = v.item_index.get(item)
+        idx = v.item_ids.index(item)
         if idx is None:
             raise ApiError(404, f"unknown item {item!r}: not in code version {v.name}", version=v.name)
         return answer(v, v.similar(idx, k), item=item, k=k)
@@ -282,11 +282,17 @@ def _error_handlers(app: FastAPI) -> None:
 
 def app_from_env() -> FastAPI:
     """Factory for uvicorn workers (``--workers N`` needs an import string): settings come from
-    ``HQGNN_SERVE_WORKDIR``, ``HQGNN_SERVE_POLL_S``, ``HQGNN_SERVE_THREADS``."""
+    ``HQGNN_SERVE_WORKDIR``, ``HQGNN_SERVE_POLL_S``, ``HQGNN_SERVE_THREADS``,
+    ``HQGNN_SERVE_SCALED_INDEX_MIN_ITEMS``."""
     threads = os.environ.get("HQGNN_SERVE_THREADS", "1")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
+    if not log.handlers:  # the service's own lines (swaps, refusals) on stderr; other libraries stay quiet
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
     return create_app(
         os.environ.get("HQGNN_SERVE_WORKDIR", "hqgnn-work"),
         poll_s=float(os.environ.get("HQGNN_SERVE_POLL_S", "1.0")),
         compute_threads=int(threads) if threads else None,
+        scaled_index_min_items=int(os.environ.get("HQGNN_SERVE_SCALED_INDEX_MIN_ITEMS", "100000")),
     )

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from flows.serving.version import LoadedVersion
+from flows.serving.version import LoadedVersion, release_freed_memory
 
 log = logging.getLogger("hqgnn.serve")
 
@@ -103,6 +103,7 @@ class Watcher:
             self.holder.refuse(target.name, " ".join(str(e).split()) or type(e).__name__)  # one line
             return
         self.holder.swap(new)
+        release_freed_memory()  # the old version, once its last request finished
         log.info("loaded and verified %s in %.2fs", new.name, time.perf_counter() - start)
 
     def start(self) -> None:

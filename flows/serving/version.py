@@ -10,24 +10,72 @@ request that picked up the old one finishes on it.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from flows.code_versions import read_code_version, read_manifest, verify_code_version
 from flows.errors import InputError
 from flows.workdir import file_sha256
+from hqgnn.export import CODE_FILES
 from hqgnn.interactions import InteractionMatrix
 from hqgnn.retrieval import Retriever
 
 
 class FoldInUnavailable(NotImplementedError):
     """Recommendations from a list of items need the fold-in math, not in this build yet."""
+
+
+class IdMap:
+    """Original ids <-> dense indices of one side, compact: the ids as an Arrow string array in
+    index order plus an int32 sort permutation, looked up by binary search (about
+    ``8 + len(id)`` bytes per id; a dict of Python strings costs ~150 B per id, which at 1 M
+    items outweighs the 1-bit codes twelvefold).
+
+    ``ids``: the original ids, ``[n]``, by dense index (any sequence of strings).
+    """
+
+    def __init__(self, ids: np.ndarray | list[str] | pa.Array) -> None:
+        arr = ids if isinstance(ids, pa.Array) else pa.array([str(x) for x in ids], pa.string())
+        self.ids = arr.cast(pa.string())
+        self.order = np.asarray(pc.sort_indices(self.ids).to_numpy(), dtype=np.int32)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, idx: int) -> str:
+        """The original id of dense index ``idx``."""
+        return str(self.ids[int(idx)].as_py())
+
+    def take(self, idx: np.ndarray) -> list[str]:
+        """Original ids of dense indices ``idx`` ``[m]``, in order."""
+        return self.ids.take(pa.array(np.asarray(idx, dtype=np.int64))).to_pylist()
+
+    def index(self, original: str) -> int | None:
+        """Dense index of an original id, or None when it is not in the map."""
+        lo, hi = 0, len(self.order)
+        while lo < hi:  # leftmost position whose id is >= original
+            mid = (lo + hi) // 2
+            if self.ids[int(self.order[mid])].as_py() < original:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < len(self.order) and self.ids[int(self.order[lo])].as_py() == original:
+            return int(self.order[lo])
+        return None
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.ids.nbytes + self.order.nbytes)
 
 
 @dataclass(frozen=True)
@@ -47,10 +95,8 @@ class LoadedVersion:
     manifest: dict[str, Any]
     retriever: Retriever  # user codes x item codes, rank_by="score"
     item_retriever: Retriever  # item codes as queries x the same item index (GET /similar)
-    user_ids: np.ndarray  # object [num_users]: original id by dense index
-    item_ids: np.ndarray  # object [num_items]
-    user_index: dict[str, int]
-    item_index: dict[str, int]
+    user_ids: IdMap  # original ids <-> dense user indices
+    item_ids: IdMap
     train: InteractionMatrix  # [num_users, num_items]: the seen items
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
@@ -82,14 +128,14 @@ class LoadedVersion:
         """Top-``k`` items of dense user ``user``: :meth:`Retriever.recommend`, item for item."""
         seen = self.seen_row(user) if exclude_seen else _no_items(len(self.item_ids))
         got, scores = self.retriever.recommend(user, k, seen)
-        return Ranked([str(self.item_ids[i]) for i in got], [float(s) for s in scores])
+        return Ranked(self.item_ids.take(got), [float(s) for s in scores])
 
     def similar(self, item: int, k: int) -> Ranked:
         """Top-``k`` items for item ``item`` by the same code score (its own code as the query),
         the item itself left out."""
         me = InteractionMatrix.from_pairs(np.zeros(1, dtype=np.int64), np.array([item]), 1, len(self.item_ids))
         got, scores = self.item_retriever.recommend(item, k, me)
-        return Ranked([str(self.item_ids[i]) for i in got], [float(s) for s in scores])
+        return Ranked(self.item_ids.take(got), [float(s) for s in scores])
 
 
     def recommend_for_items(self, items: list[int], k: int) -> Ranked:
@@ -148,21 +194,42 @@ def load_version(workdir_root: Path, path: Path, verify: bool = True, scaled_ind
         raise InputError(str(e)) from e
     retriever = Retriever(codes.users, codes.items, "score", scaled_index_min_items=scaled_index_min_items)
     train = _train_items(train_path, len(codes.users), len(codes.items))
-    return LoadedVersion(
+    loaded = LoadedVersion(
         name=path.name, path=path, manifest=manifest, retriever=retriever,
         item_retriever=retriever.with_queries(codes.items),
-        user_ids=codes.user_ids, item_ids=codes.item_ids,
-        user_index={str(x): i for i, x in enumerate(codes.user_ids)},
-        item_index={str(x): i for i, x in enumerate(codes.item_ids)},
+        user_ids=_id_map(path, "user", len(codes.users)), item_ids=_id_map(path, "item", len(codes.items)),
         train=train,
     )
+    del codes  # the object-array ids of read_code_version: the IdMaps replace them
+    release_freed_memory()
+    return loaded
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed after a load back to the OS (Arrow's pool and glibc keep it otherwise:
+    ~80 MB after loading 1 M items), so a long-running service's RSS follows what it holds."""
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _id_map(path: Path, kind: str, n: int) -> IdMap:
+    """The id column of ``<kind>s.parquet`` as an :class:`IdMap` (rows in dense-index order, as
+    :func:`read_code_table` returned them)."""
+    t = pq.read_table(path / CODE_FILES[kind], columns=[f"{kind}_idx", f"{kind}_id"])
+    order = pc.sort_indices(t.column(f"{kind}_idx"))
+    ids = t.column(f"{kind}_id").take(order).combine_chunks()
+    if len(ids) != n:
+        raise InputError(f"{path / CODE_FILES[kind]}: {len(ids)} ids for {n} codes")
+    return IdMap(ids)
 
 
 def _train_items(path: Path, num_users: int, num_items: int) -> InteractionMatrix:
     """Every (user_idx, item_idx) pair of ``train.parquet`` as a CSR matrix (once per version)."""
     t = pq.read_table(path, columns=["user_idx", "item_idx"])
-    users = np.asarray(pc.cast(t.column("user_idx"), "int64").to_numpy(), dtype=np.int64)
-    items = np.asarray(pc.cast(t.column("item_idx"), "int64").to_numpy(), dtype=np.int64)
+    users = np.array(pc.cast(t.column("user_idx"), "int64").to_numpy(), dtype=np.int64)  # writable copies for torch
+    items = np.array(pc.cast(t.column("item_idx"), "int64").to_numpy(), dtype=np.int64)
     try:
         return InteractionMatrix.from_pairs(users, items, num_users, num_items)
     except ValueError as e:

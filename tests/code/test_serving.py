@@ -114,7 +114,7 @@ def test_every_endpoint_and_the_ranking_of_hqgnn_recommend(work: tuple[WorkDir, 
             assert got["scores"] == pytest.approx(list(want.scores), rel=1e-6)
         # seen items: excluded by default, allowed with exclude_seen=false
         loaded = load_version(w.root, w.code_version())
-        seen = {str(loaded.item_ids[j]) for j in loaded.seen_row(7).indices.tolist()}
+        seen = set(loaded.item_ids.take(loaded.seen_row(7).indices.numpy()))
         assert not seen & set(httpx.get(f"{url}/recommend", params={"user": "u7", "k": 120}).json()["items"])
         assert seen <= set(httpx.get(f"{url}/recommend", params={"user": "u7", "k": 120, "exclude_seen": "false"}).json()["items"])
 
@@ -163,7 +163,7 @@ def test_hot_swap_during_a_stream_of_requests(work: tuple[WorkDir, list[str]]) -
     w, names = work
     expected = {n: load_version(w.root, w.codes / n) for n in names}
     users = [f"u{j}" for j in range(0, 60, 7)]
-    want = {n: {u: v.recommend(v.user_index[u], 10).ids for u in users} for n, v in expected.items()}
+    want = {n: {u: v.recommend(v.user_ids.index(u), 10).ids for u in users} for n, v in expected.items()}
     answers: list[list[tuple[str, str, list[str]]]] = [[] for _ in range(4)]
     failures: list[str] = []
     stop = threading.Event()
@@ -268,3 +268,13 @@ def test_cli_versions_and_rollback(work: tuple[WorkDir, list[str]]) -> None:
     assert out.exit_code == 1 and "no code version folder" in out.output
     out = CliRunner().invoke(cli, ["rollback", "--workdir", str(w.root)])
     assert out.exit_code == 0 and (w.codes / "current").resolve().name == names[1]
+
+
+def test_id_map_finds_every_id_and_only_those() -> None:
+    from flows.serving.version import IdMap
+
+    ids = ["10", "9", "b", "a", "", "é", "100", "1"]
+    m = IdMap(np.array(ids, dtype=object))
+    assert [m.index(x) for x in ids] == list(range(len(ids)))
+    assert [m.index(x) for x in ("11", "0", "c", "A", "ée")] == [None] * 5
+    assert m.take(np.array([3, 0, 7])) == ["a", "10", "1"] and m[5] == "é"
