@@ -197,10 +197,9 @@ class Server:
 
     def __init__(self, root: Path, log: Path, scaled_from: int) -> None:
         self.port = free_port()
-        env = {**os.environ, "PYTHONPATH": str(REPO), "HQGNN_SERVE_SCALED_INDEX_MIN_ITEMS": str(scaled_from),
-               "DO_NOT_TRACK": "1", "GX_ANALYTICS_ENABLED": "False"}
+        env = {**os.environ, "PYTHONPATH": str(REPO), "DO_NOT_TRACK": "1", "GX_ANALYTICS_ENABLED": "False"}
         cmd = [sys.executable, "-m", "flows.cli", "serve", "--workdir", str(root), "--host", HOST,
-               "--port", str(self.port), "--threads", "1", "--poll", "0.5"]
+               "--port", str(self.port), "--threads", "1", "--poll", "0.5", "--bucket-index-from", str(scaled_from)]
         self.log = open(log, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO)
         self.ps = psutil.Process(self.proc.pid)
