@@ -11,15 +11,20 @@ Catalogues (d = 64):
   log-normal norm (popularity-like scales), 1-bit codes by the model's quantizer; float32 = the
   same vectors. Each user has ``--seen`` random train items.
 
-For each catalogue and each kind (1 bit, float32) a fresh server process (`hqgnn serve`,
-127.0.0.1 only, 1 worker, ``--threads 1``) is started, and for each concurrency C in
-``--concurrency`` C client threads (keep-alive ``http.client`` connections, this process) send
-``GET /recommend?user=<random>&k=20`` back to back, each cell bounded by ``--requests`` and
-``--seconds``, after ``--warmup`` untimed requests. Reported: p50 / p99 latency (client side),
-requests per second, errors, server RSS (psutil, after the cell). Then the 1-bit cells run
-again while ``codes/current`` moves to a second version (same codes, another folder, so the
-service loads and verifies it for real) mid-cell: errors must be 0, every answer names its
-version, peak RSS includes both versions during the swap.
+For each catalogue, one server process per kind (`hqgnn serve`, 127.0.0.1 only, 1 worker,
+``--threads 1``; kinds: 1 bit with the library's default index, 1 bit by one scan where the
+catalogue is large enough for the bucketed index, float32), all started side by side, each with
+its own work directory (symlinks to the same version folders). For each concurrency C in
+``--concurrency``, ``--rounds`` rounds each run every kind once in turn (round-robin, so a slow
+spell of the shared machine hits all kinds alike): C client threads (keep-alive
+``http.client`` connections, this process) send ``GET /recommend?user=<random>&k=20`` back to
+back, each cell bounded by ``--requests`` and ``--seconds``, after ``--warmup`` untimed
+requests. Reported: p50 / p99 latency (client side, all rounds pooled), requests per second
+(median of the rounds), errors, server RSS (psutil: idle, and the peak during the cells). Then
+cells on the 1-bit server while ``codes/current`` moves to a second version (same codes,
+another folder, so the service loads and verifies it for real) after a third of the requests,
+running until the new version has answered a third more: errors must be 0, every answer names
+its version, the peak RSS includes both versions during the swap.
 
 Index bytes per item: the arrays the 1-bit ranking reads (packed codes, scales, and the FAISS
 bucket index when the catalogue is large enough for it), measured on a version loaded here.
@@ -175,7 +180,8 @@ def index_bytes_per_item(root: Path, version: Path, scaled_from: int) -> dict[st
 
     v = load_version(root, version, verify=False, scaled_index_min_items=scaled_from)
     r, n = v.retriever, len(v.item_ids)
-    out = {"codes+scale": (r.items.packed.nbytes + r.items.scale.nbytes) / n, "unpacked_values": r.items.values.nbytes / n}
+    out = {"codes+scale": (r.items.packed.nbytes + r.items.scale.nbytes) / n, "unpacked_values": r.items.values.nbytes / n,
+           "item_id_map": v.item_ids.nbytes / n}
     if r._scaled is not None:
         s = r._scaled
         faiss_codes = sum(ix.ntotal * ix.code_size for ix in s.indexes)
@@ -324,45 +330,74 @@ def load(server: Server, users: list[str], concurrency: int, requests: int, seco
     return Cell(lat, errors[0], versions, elapsed, max(peak, server.rss_mb()))
 
 
+def serving_dir(out: Path, name: str, kind: str, root: Path, versions: list[Path]) -> WorkDir:
+    """A work directory of its own for one server (its own ``codes/current``), whose ``splits``
+    and version folders are symlinks to the catalogue's: all servers run side by side."""
+    w = WorkDir(out / f"{name}-{kind}-serve")
+    w.codes.mkdir(parents=True, exist_ok=True)
+    if not w.splits.is_symlink():
+        w.splits.symlink_to(WorkDir(root).splits.resolve())
+    for v in versions:
+        if not (w.codes / v.name).is_symlink():
+            (w.codes / v.name).symlink_to(v.resolve())
+    switch_pointer(w.codes / "current", w.codes / versions[0].name)
+    return w
+
+
 def run_catalogue(name: str, root: Path, versions: dict[str, Path], args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    w = WorkDir(root)
-    results: dict[str, Any] = {"items": None, "cells": {}}
+    """Every kind's server started at once; cells round-robin (each round runs every kind once
+    per concurrency), so a slow spell of the shared machine hits all kinds alike; then the
+    hot-swap cells on the 1-bit server."""
+    results: dict[str, Any] = {"items": None, "cells": {}, "rounds": {}}
     scaled_from = args.scaled_index_min_items
     num_items = int(json.loads((versions["1bit"] / "manifest.json").read_text())["num_items"])
     kinds = {"1bit": (versions["1bit"], scaled_from), "fp32": (versions["fp32"], scaled_from)}
     if num_items >= scaled_from:  # the same codes ranked by one scan (no bucketed FAISS index)
         kinds = {"1bit": kinds["1bit"], "1bit-scan": (versions["1bit"], SCAN), "fp32": kinds["fp32"]}
-    for kind, (version, index_from) in kinds.items():
-        switch_pointer(w.codes / "current", version)
-        server = Server(root, out / f"{name}-{kind}.log", index_from)
-        try:
+    other = second_copy(WorkDir(root), versions["1bit"])
+    dirs = {k: serving_dir(out, name, k, root, [v, other] if k == "1bit" else [v]) for k, (v, _) in kinds.items()}
+    servers: dict[str, Server] = {}
+    try:
+        for kind, (_, index_from) in kinds.items():
+            servers[kind] = Server(dirs[kind].root, out / f"{name}-{kind}.log", index_from)
+        idle: dict[str, float] = {}
+        for kind, server in servers.items():
             ready_s = server.wait_ready()
             info = server.get("/version")
             results["items"] = info["rows"]["items"]
-            users = [str(u) for u in _user_ids(version, args.query_users)]
-            idle = server.rss_mb()
-            print(f"{name} {kind}: ready in {ready_s:.1f}s, {info['rows']}, idle RSS {idle:.0f} MB", flush=True)
-            for c in args.concurrency:
-                cell = load(server, users, c, args.requests, args.seconds, args.warmup, seed=c).row()
-                results["cells"][f"{kind}/c{c}"] = {**cell, "idle_rss_mb": idle, "load_avg": os.getloadavg()[0]}
-                print(f"  {kind} c={c}: {_fmt(cell)}", flush=True)
-            if kind == "1bit":
-                other = second_copy(w, version)
-                for c in args.concurrency:
-                    now = server.get("/version")["version"]
-                    target = version if now == other.name else other
-
-                    cell = load(server, users, c, args.requests, args.swap_seconds, args.warmup,
-                                swap_to=target, pointer=w.codes / "current", seed=c).row()
-                    deadline = time.time() + 120
-                    while server.get("/version")["version"] != target.name and time.time() < deadline:
-                        time.sleep(0.2)
-                    swapped = server.get("/version")
-                    cell["swapped_to"] = swapped["version"] == target.name
-                    cell["refused"] = swapped["refused"]
-                    results["cells"][f"{kind}-swap/c{c}"] = {**cell, "load_avg": os.getloadavg()[0]}
-                    print(f"  {kind} c={c} during swap -> {target.name}: {_fmt(cell)} swapped={cell['swapped_to']}", flush=True)
-        finally:
+            idle[kind] = server.rss_mb()
+            print(f"{name} {kind}: ready in {ready_s:.1f}s, {info['rows']}, idle RSS {idle[kind]:.0f} MB", flush=True)
+        users = [str(u) for u in _user_ids(versions["1bit"], args.query_users)]
+        for c in args.concurrency:
+            raw: dict[str, list[Cell]] = {k: [] for k in kinds}
+            for r in range(args.rounds):
+                for kind, server in servers.items():
+                    raw[kind].append(load(server, users, c, args.requests, args.seconds, args.warmup, seed=c * 10 + r))
+            for kind, cells in raw.items():
+                merged = Cell([x for cell in cells for x in cell.latencies], sum(cell.errors for cell in cells),
+                              {}, sum(cell.seconds for cell in cells), max(cell.peak_rss_mb for cell in cells))
+                for cell in cells:
+                    for v, n in cell.versions.items():
+                        merged.versions[v] = merged.versions.get(v, 0) + n
+                row = merged.row()
+                row["rps_per_round"] = [len(cell.latencies) / cell.seconds for cell in cells]
+                row["rps"] = float(np.median(row["rps_per_round"]))  # median of the rounds
+                results["cells"][f"{kind}/c{c}"] = {**row, "idle_rss_mb": idle[kind], "load_avg": os.getloadavg()[0]}
+                print(f"  {kind} c={c}: {_fmt(row)} (req/s per round {[round(x, 1) for x in row['rps_per_round']]})", flush=True)
+        server, pointer = servers["1bit"], dirs["1bit"].codes / "current"
+        for c in args.concurrency:
+            now = server.get("/version")["version"]
+            target = dirs["1bit"].codes / (versions["1bit"].name if now == other.name else other.name)
+            cell = load(server, users, c, args.requests, args.swap_seconds, args.warmup, swap_to=target, pointer=pointer, seed=c).row()
+            deadline = time.time() + 120
+            while server.get("/version")["version"] != target.name and time.time() < deadline:
+                time.sleep(0.2)
+            swapped = server.get("/version")
+            cell["swapped_to"], cell["refused"] = swapped["version"] == target.name, swapped["refused"]
+            results["cells"][f"1bit-swap/c{c}"] = {**cell, "load_avg": os.getloadavg()[0]}
+            print(f"  1bit c={c} during swap -> {target.name}: {_fmt(cell)} swapped={cell['swapped_to']}", flush=True)
+    finally:
+        for server in servers.values():
             server.stop()
     results["index_bytes_per_item"] = {kind: index_bytes_per_item(root, v, f) for kind, (v, f) in kinds.items() if kind != "fp32"}
     return results
@@ -391,8 +426,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seen", type=int, default=30)
     p.add_argument("--only", choices=("gowalla", "1m"), default=None)
     p.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32])
-    p.add_argument("--requests", type=int, default=3000, help="per cell, at most")
-    p.add_argument("--seconds", type=float, default=15.0, help="per cell, at most")
+    p.add_argument("--requests", type=int, default=1500, help="per cell and round, at most")
+    p.add_argument("--seconds", type=float, default=6.0, help="per cell and round, at most")
+    p.add_argument("--rounds", type=int, default=3, help="round-robin rounds over the kinds (median req/s)")
     p.add_argument("--swap-seconds", type=float, default=120.0, help="per swap cell, at most (a swap loads and verifies the version)")
     p.add_argument("--warmup", type=int, default=32)
     p.add_argument("--query-users", type=int, default=2000)
