@@ -45,6 +45,7 @@ from prometheus_client import (
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from flows.serving.batch import Batcher
 from flows.serving.swap import VersionHolder, Watcher
 from flows.serving.version import FoldInUnavailable, LoadedVersion, Ranked, load_version
 
@@ -129,13 +130,15 @@ def create_app(
     poll_s: float = 1.0,
     compute_threads: int | None = None,
     scaled_index_min_items: int = 100_000,
+    batch: bool = True,
 ) -> FastAPI:
     """The service over ``<workdir>/codes/current`` (see module docstring).
 
     ``poll_s``: seconds between checks of the ``current`` pointer. ``compute_threads``: torch
     and FAISS threads per process (None: leave them; 1 suits many concurrent requests, each
     answered on one core). ``scaled_index_min_items``: :class:`Retriever`'s switch to the
-    bucketed 1-bit index (same ranking either way).
+    bucketed 1-bit index (same ranking either way). ``batch``: rank concurrent 1-bit
+    ``GET /recommend`` requests together (:mod:`flows.serving.batch`; same answers).
     """
     root = Path(workdir)
     holder = VersionHolder()
@@ -147,6 +150,7 @@ def create_app(
         return load_version(root, path, scaled_index_min_items=scaled_index_min_items)
 
     watcher = Watcher(root / "codes" / "current", holder, load, poll_s)
+    batcher = Batcher() if batch else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -161,8 +165,12 @@ def create_app(
             log.warning("no code version to serve yet (%s); /healthz answers 503 until one loads",
                         holder.refused.reason if holder.refused else f"{root / 'codes' / 'current'} does not exist")
         watcher.start()
+        if batcher is not None:
+            batcher.start()
         yield
         watcher.stop()
+        if batcher is not None:
+            batcher.stop()
 
     app = FastAPI(title="hqgnn", summary="recommendations from the published codes", lifespan=lifespan)
     app.state.holder, app.state.watcher, app.state.metrics = holder, watcher, metrics
@@ -187,7 +195,8 @@ def create_app(
         if idx is None:
             raise ApiError(404, f"unknown user {user!r}: not in code version {v.name} "
                            "(ids are the original user ids of the split; new users: POST /recommend with their items)", version=v.name)
-        return answer(v, v.recommend(idx, k, exclude_seen), user=user, k=k, exclude_seen=exclude_seen)
+        ranked = batcher.recommend(v, idx, k, exclude_seen) if batcher and v.bits == 1 else v.recommend(idx, k, exclude_seen)
+        return answer(v, ranked, user=user, k=k, exclude_seen=exclude_seen)
 
     @app.post("/recommend")
     async def post_recommend(request: Request) -> JSONResponse:
@@ -283,7 +292,7 @@ def _error_handlers(app: FastAPI) -> None:
 def app_from_env() -> FastAPI:
     """Factory for uvicorn workers (``--workers N`` needs an import string): settings come from
     ``HQGNN_SERVE_WORKDIR``, ``HQGNN_SERVE_POLL_S``, ``HQGNN_SERVE_THREADS``,
-    ``HQGNN_SERVE_SCALED_INDEX_MIN_ITEMS``."""
+    ``HQGNN_SERVE_SCALED_INDEX_MIN_ITEMS``, ``HQGNN_SERVE_BATCH`` (0: one request at a time)."""
     threads = os.environ.get("HQGNN_SERVE_THREADS", "1")
     if not log.handlers:  # the service's own lines (swaps, refusals) on stderr; other libraries stay quiet
         handler = logging.StreamHandler()
@@ -295,4 +304,5 @@ def app_from_env() -> FastAPI:
         poll_s=float(os.environ.get("HQGNN_SERVE_POLL_S", "1.0")),
         compute_threads=int(threads) if threads else None,
         scaled_index_min_items=int(os.environ.get("HQGNN_SERVE_SCALED_INDEX_MIN_ITEMS", "100000")),
+        batch=os.environ.get("HQGNN_SERVE_BATCH", "1") != "0",
     )

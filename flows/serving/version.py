@@ -130,6 +130,19 @@ class LoadedVersion:
         got, scores = self.retriever.recommend(user, k, seen)
         return Ranked(self.item_ids.take(got), [float(s) for s in scores])
 
+    def recommend_many(self, users: list[int], k: int, exclude_seen: bool = True) -> list[Ranked]:
+        """:meth:`recommend` for several dense users in one :meth:`Retriever.topk` call (the seen
+        items: rows of the train matrix). Same items, order and scores as :meth:`recommend` for
+        1-bit codes (exact integer scores; see :mod:`flows.serving.batch`)."""
+        u = np.asarray(users, dtype=np.int64)
+        got, scores = self.retriever.topk(u, k, [self.train] if exclude_seen else [])
+        out = []
+        for row, user in enumerate(u):
+            keep = got[row] >= 0
+            out.append(Ranked(self.item_ids.take(got[row][keep]),
+                              [float(s) for s in scores[row][keep] * self.retriever.users.scale[user]]))
+        return out
+
     def similar(self, item: int, k: int) -> Ranked:
         """Top-``k`` items for item ``item`` by the same code score (its own code as the query),
         the item itself left out."""

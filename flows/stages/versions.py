@@ -139,12 +139,16 @@ def rollback(workdir: WorkDir, to: str | None = None, console: Console | None = 
     bits = int(read_manifest(target)["bits"])
     switch_pointer(workdir.codes / f"current-{bits}bit", target)
     switch_pointer(workdir.codes / "current", target)
-    record_run(workdir.warehouse, RunRecord(
-        run_id=f"rollback-{uuid.uuid4().hex[:12]}", flow_run_name="rollback", status="completed",
-        started_at=started, finished_at=datetime.now(UTC),
-        parameters={"command": "rollback", "to": to, "from": before.name if before else None, "target": target.name},
-        code_version=target.name,
-    ))
+    try:
+        record_run(workdir.warehouse, RunRecord(
+            run_id=f"rollback-{uuid.uuid4().hex[:12]}", flow_run_name="rollback", status="completed",
+            started_at=started, finished_at=datetime.now(UTC),
+            parameters={"command": "rollback", "to": to, "from": before.name if before else None, "target": target.name},
+            code_version=target.name,
+        ))
+    except Exception as e:  # the switch happened: say so, and that only the record is missing
+        console.print(f"[yellow]warning:[/] rollback done, but its row in {workdir.warehouse} (runs) could not be "
+                      f"written: {' '.join(str(e).split())}", highlight=False, soft_wrap=True)
     console.print(f"[bold]rollback[/]: codes/current and codes/current-{bits}bit -> {target.name} "
                   f"(was {before.name if before else 'nothing'})", highlight=False)
     return target

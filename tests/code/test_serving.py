@@ -278,3 +278,23 @@ def test_id_map_finds_every_id_and_only_those() -> None:
     assert [m.index(x) for x in ids] == list(range(len(ids)))
     assert [m.index(x) for x in ("11", "0", "c", "A", "ée")] == [None] * 5
     assert m.take(np.array([3, 0, 7])) == ["a", "10", "1"] and m[5] == "é"
+
+
+def test_serve_without_published_codes_fails_with_one_line(tmp_path: Path) -> None:
+    out = CliRunner().invoke(cli, ["serve", "--workdir", str(tmp_path / "empty"), "--port", str(free_port())])
+    assert out.exit_code == 1 and "no published codes yet" in out.output and "hqgnn export" in out.output
+
+
+@pytest.mark.parametrize("bucketed", [False, True])
+def test_batched_ranking_equals_one_user_at_a_time(template: tuple[Path, list[str]], bucketed: bool) -> None:
+    """What the batcher computes (LoadedVersion.recommend_many) is Retriever.recommend's answer,
+    items and float32 scores exactly, on both 1-bit paths (scan; bucketed FAISS index)."""
+    root, names = template
+    v = load_version(root, root / "codes" / names[0], verify=False, scaled_index_min_items=1 if bucketed else 100_000)
+    assert (v.retriever._scaled is not None) == bucketed
+    users = list(range(60))
+    for exclude_seen in (True, False):
+        many = v.recommend_many(users, 25, exclude_seen)
+        for u in users:
+            one = v.recommend(u, 25, exclude_seen)
+            assert many[u].ids == one.ids and many[u].scores == one.scores
