@@ -352,7 +352,10 @@ def serve(
         import uvicorn
 
         os.environ.update(HQGNN_SERVE_WORKDIR=str(Path(workdir).resolve()), HQGNN_SERVE_POLL_S=str(poll), HQGNN_SERVE_THREADS=str(threads),
-                          HQGNN_SERVE_SCALED_INDEX_MIN_ITEMS=str(bucket_index_from))
+                          HQGNN_SERVE_SCALED_INDEX_MIN_ITEMS=str(bucket_index_from),
+                          # before FAISS/torch load: OpenMP's thread count is per thread once set, and
+                          # request threads would otherwise spin a pool per core (stalls of 0.5 s seen)
+                          OMP_NUM_THREADS=str(threads))
         uvicorn.run("flows.serving.app:app_from_env", factory=True, host=host, port=port, workers=workers,
                     log_level="debug" if debug else "info", access_log=debug)
 

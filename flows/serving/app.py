@@ -150,7 +150,7 @@ def create_app(
         return load_version(root, path, scaled_index_min_items=scaled_index_min_items)
 
     watcher = Watcher(root / "codes" / "current", holder, load, poll_s)
-    batcher = Batcher() if batch else None
+    batcher = Batcher(threads=compute_threads) if batch else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -32,8 +32,8 @@ class Batcher:
     """One thread that ranks queued ``(version, user, k, exclude_seen)`` requests in batches of at
     most ``max_batch``, grouped by version and ``exclude_seen`` (``k``: the group's largest)."""
 
-    def __init__(self, max_batch: int = 64) -> None:
-        self.max_batch = max_batch
+    def __init__(self, max_batch: int = 64, threads: int | None = None) -> None:
+        self.max_batch, self.threads = max_batch, threads
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="hqgnn-batcher", daemon=True)
         self.batches = 0
@@ -53,6 +53,10 @@ class Batcher:
         return done.result()
 
     def _loop(self) -> None:
+        if self.threads is not None:  # OpenMP's thread count is per calling thread: set it in this one
+            import faiss
+
+            faiss.omp_set_num_threads(self.threads)
         while True:
             first = self._queue.get()
             if first is _STOP:
