@@ -416,6 +416,26 @@ def _fmt(cell: dict[str, Any]) -> str:
             f"{cell['rps']:.1f} req/s, peak RSS {cell['peak_rss_mb']:.0f} MB, versions {cell['versions']}")
 
 
+def memory_breakdown(root: Path, version: Path) -> None:
+    """RSS of this process after each step a server takes to load ``version`` (printed)."""
+    import gc
+
+    ps = psutil.Process()
+    step = lambda what: print(f"memory: {what}: RSS {ps.memory_info().rss / 2**20:.0f} MB", flush=True)  # noqa: E731
+    step("start")
+    import flows.serving.app  # noqa: F401 - the service's imports (torch, FAISS, FastAPI)
+
+    step("service imports")
+    from flows.code_versions import verify_code_version
+    from flows.serving.version import load_version
+
+    verify_code_version(version)
+    gc.collect()
+    step("after verify_code_version (hashes + GX contracts)")
+    v = load_version(root, version, verify=False)
+    step(f"after load_version ({len(v.item_ids)} items)")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "serve")
@@ -435,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scaled-index-min-items", type=int, default=100_000,
                    help="Retriever's switch to the bucketed FAISS index (the library default); a huge value = one scan")
     p.add_argument("--setup-only", action="store_true")
+    p.add_argument("--memory-breakdown", action="store_true", help="only print the RSS after each loading step (1-bit version)")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"load average at start: {os.getloadavg()}", flush=True)
@@ -448,6 +469,10 @@ def main(argv: list[str] | None = None) -> int:
         root = args.out / f"synthetic-{args.items}-work"
         todo["1m"] = (root, setup_synthetic(root, args.items, args.users, args.seen))
     if args.setup_only:
+        return 0
+    if args.memory_breakdown:
+        for root, versions in todo.values():
+            memory_breakdown(root, versions["1bit"])
         return 0
     report = {name: run_catalogue(name, root, versions, args, args.out) for name, (root, versions) in todo.items()}
     report["load_avg_end"] = os.getloadavg()
