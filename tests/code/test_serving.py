@@ -36,7 +36,7 @@ from flows.stages.recommend import recommend
 from flows.stages.versions import list_versions, rollback
 from flows.workdir import WorkDir, switch_pointer
 
-pytestmark = pytest.mark.slow  # three exports (GX contracts) and a live server: ~20 s in all
+pytestmark = pytest.mark.slow  # three exports (GX contracts) and live servers: ~40 s in all
 
 
 @pytest.fixture(scope="module")
