@@ -28,9 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lightgcn_data import read_folder  # noqa: E402
 
 from flows import integrity  # noqa: E402
+from flows.code_versions import CODE_FILES, read_code_table, write_code_table  # noqa: E402
 from flows.split_files import load_split, write_split  # noqa: E402
 from hqgnn.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from hqgnn.export import CODE_FILES, code_table_arrow, read_code_table, write_code_table  # noqa: E402
+from hqgnn.export import code_table_arrow  # noqa: E402
 from hqgnn.files import atomic_write_json  # noqa: E402
 from hqgnn.quant import quantize  # noqa: E402
 

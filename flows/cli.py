@@ -443,6 +443,62 @@ def doctor(
     raise typer.Exit(code=1)
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes (each loads the codes and watches codes/current).")] = 1,
+    poll: Annotated[float, typer.Option("--poll", min=0.05, help="Seconds between checks of codes/current for a new version.")] = 1.0,
+    threads: Annotated[int, typer.Option("--threads", min=1, help="torch/FAISS threads per worker (1: each request on one core).")] = 1,
+    bucket_index_from: Annotated[int, typer.Option("--bucket-index-from", min=1, help="1-bit catalogues of at least this many items rank through the bucketed FAISS index (faster, +13 B/item); smaller ones by one scan (12 B/item). Same ranking either way.")] = 100_000,
+    workdir: WorkdirOpt = DEFAULT_WORKDIR,
+    debug: DebugOpt = False,
+) -> None:
+    """HTTP recommendations from codes/current (/recommend, /similar, /healthz, /version, /metrics);
+    loads, verifies and hot-swaps each version `export` or `rollback` publishes."""
+    import os
+
+    def go() -> None:
+        WorkDir(workdir).code_version()  # fail fast with one line when nothing is published yet
+        import uvicorn
+
+        os.environ.update(HQGNN_SERVE_WORKDIR=str(Path(workdir).resolve()), HQGNN_SERVE_POLL_S=str(poll), HQGNN_SERVE_THREADS=str(threads),
+                          HQGNN_SERVE_SCALED_INDEX_MIN_ITEMS=str(bucket_index_from),
+                          # before FAISS/torch load: OpenMP's thread count is per thread once set, and
+                          # request threads would otherwise spin a pool per core (stalls of 0.5 s seen)
+                          OMP_NUM_THREADS=str(threads))
+        uvicorn.run("flows.serving.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                    log_level="debug" if debug else "info", access_log=debug)
+
+    _run(debug, go)
+
+
+@app.command()
+def versions(workdir: WorkdirOpt = DEFAULT_WORKDIR, debug: DebugOpt = False) -> None:
+    """List the code versions: width, published or not, gate verdict and metric, which is current."""
+    from flows.stages.versions import list_versions, print_versions
+
+    _run(debug, lambda: print_versions(list_versions(WorkDir(workdir))))
+
+
+@app.command()
+def rollback(
+    to: Annotated[str | None, typer.Option("--to", help="Version folder name (default: the previous published version of the current width).")] = None,
+    workdir: WorkdirOpt = DEFAULT_WORKDIR,
+    wait: WaitOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Switch codes/current (and its width's pointer) back to an earlier version, after re-checking
+    its hashes and contracts; recorded in the warehouse `runs` table."""
+    from flows.stages.versions import rollback as run_rollback
+
+    def go() -> Path:
+        with workdir_lock(workdir, "rollback", wait):
+            return run_rollback(WorkDir(workdir), to, console)
+
+    _run(debug, go)
+
+
 class _OneLineFormatter(logging.Formatter):
     """Wraps a console formatter so log records print without their traceback."""
 

@@ -1,5 +1,6 @@
 """Code version folders (``codes/<version>/``): the Parquet files of the export format
-(:mod:`hqgnn.export`) written and read back, and a whole version read with its manifest."""
+(:mod:`hqgnn.export`) written and read back, a whole version read with its manifest, and the
+check a version passes before it is served or rolled back to (:func:`check_code_version`)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from flows.errors import InputError
-from flows.integrity import verify_code_version
-from hqgnn.codes import CodeTable
+from flows.integrity import CODE_KEYS, read_manifest, verify_code_version
+from hqgnn.bits import ALL_BITS
+from hqgnn.codes import CodeTable, code_bytes
 from hqgnn.export import code_table_from_arrow, consistency_failures
 
 CODE_FILES = {"user": "users.parquet", "item": "items.parquet"}
+CODE_CONTRACTS = {"user": "user_codes", "item": "item_codes"}
 
 
 def write_code_table(path: Path, table: pa.Table) -> None:
@@ -36,6 +39,8 @@ def read_code_table(path: Path, kind: str, bits: int, dim: int) -> tuple[CodeTab
 def file_consistency_failures(path: Path, kind: str, table: CodeTable, ids: np.ndarray) -> list[str]:
     """:func:`hqgnn.export.consistency_failures` of one written file, each failure naming it."""
     return [f"{path.name}: {f}" for f in consistency_failures(pq.read_table(path), kind, table, ids)]
+
+CODE_CONTRACTS = {"user": "user_codes", "item": "item_codes"}
 
 
 @dataclass(frozen=True)
@@ -64,3 +69,32 @@ def read_code_version(path: Path) -> CodeVersion:
     users, user_ids = read_code_table(path / CODE_FILES["user"], "user", bits, dim)
     items, item_ids = read_code_table(path / CODE_FILES["item"], "item", bits, dim)
     return CodeVersion(path, manifest, users, items, user_ids, item_ids)
+
+
+def contract_params(kind: str, n: int, bits: int, dim: int) -> dict[str, Any]:
+    """Parameters of the ``user_codes`` / ``item_codes`` contracts for ``n`` rows of ``bits`` x ``dim`` codes."""
+    return {f"num_{kind}s": n, "bits": bits, "dim": dim, "code_bytes": code_bytes(bits, dim), "known_bits": list(ALL_BITS)}
+
+
+def version_manifest(path: Path) -> dict[str, Any]:
+    """``<path>/manifest.json`` of a code version (an InputError naming the file when it is not one)."""
+    return read_manifest(Path(path) / "manifest.json", CODE_KEYS, "hqgnn export")
+
+
+def check_code_version(path: Path, contracts: bool = True, docs: Path | None = None) -> dict[str, Any]:
+    """Check ``codes/<version>/`` before serving or rolling back to it; returns its manifest.
+
+    Its files against the manifest (:func:`flows.integrity.verify_code_version`: sizes and SHA-256,
+    so a truncated copy or a file changed after export is caught) and, with ``contracts``, the
+    ``user_codes`` / ``item_codes`` data contracts on the Parquet files, as ``hqgnn export`` checks
+    them. Raises InputError (a failed contract: DataContractError) naming the file.
+    """
+    from flows.contracts import validate  # GX: imported only when a version is checked
+
+    manifest = verify_code_version(path)
+    if contracts:
+        for kind, name in CODE_FILES.items():
+            count = manifest.get(f"num_{kind}s")
+            n = count if isinstance(count, int) else pq.read_metadata(Path(path) / name).num_rows
+            validate(CODE_CONTRACTS[kind], Path(path) / name, contract_params(kind, n, int(manifest["bits"]), int(manifest["dim"])), docs)
+    return manifest

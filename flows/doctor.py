@@ -355,8 +355,8 @@ def _contracts(wd: WorkDir, damaged: set[Path]) -> list[Finding]:
             out.append(Finding("contract", split.resolve(), str(e).splitlines()[0], None))
     codes = wd.codes / "current"
     if codes.is_dir() and codes.resolve() not in damaged:
+        from flows.code_versions import contract_params
         from flows.contracts import validate
-        from flows.stages.export import contract_params
 
         m = json.loads((codes / "manifest.json").read_text())
         for kind, file in (("user", "users.parquet"), ("item", "items.parquet")):

@@ -28,6 +28,7 @@ module, ``hqgnn.metrics.masked_topk`` and the SQL queries agree item for item.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -134,6 +135,17 @@ class Retriever:
             out *= self._scale
         return out
 
+    def with_queries(self, users: CodeTable) -> Retriever:
+        """This retriever with other query rows ``users`` (same ``bits``/``dim``), sharing the item
+        side (codes, FAISS indexes): no index is rebuilt, so a one-user retriever is cheap at any
+        catalog size (a service answers each request this way). E.g. item-to-item similarity:
+        ``r.with_queries(r.items)``."""
+        if users.bits != self.bits or users.dim != self.dim:
+            raise ValueError(f"query codes ({users.bits} bits, dim {users.dim}) differ from the item codes ({self.bits} bits, dim {self.dim})")
+        one = copy.copy(self)
+        one.users = users
+        return one
+
     # ------------------------------------------------------------------ top-K
 
     def recommend(self, user: int, k: int, seen: InteractionMatrix) -> tuple[np.ndarray, np.ndarray]:
@@ -141,7 +153,7 @@ class Retriever:
         matrix: row 0 is this user) skipped: int64 item indices ``[<=k]`` and the model's scores
         ``s_u s_i <q_u, q_i>`` (float32; int32 Hamming distances for ``rank_by="hamming"``).
         The ranking is :meth:`topk`'s, ties by lower item index."""
-        one = Retriever(self.users.subset(np.array([user])), self.items, self.rank_by)
+        one = self.with_queries(self.users.subset(np.array([user])))
         got, scores = one.topk(np.array([0]), k, [seen])
         keep = got[0] >= 0
         if self.rank_by == "hamming":

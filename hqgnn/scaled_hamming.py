@@ -72,8 +72,9 @@ class ScaledHammingIndex:
         log_s = np.log(np.maximum(self.scale, np.finfo(np.float32).tiny))
         edges = np.linspace(log_s.min(), log_s.max(), max(1, buckets) + 1)[1:-1]
         which = np.searchsorted(edges, log_s, side="right")
-        self.members = [ids for ids in (np.flatnonzero(which == b) for b in range(max(1, buckets))) if len(ids)]
-        self.bucket_of = np.empty(self.num_items, dtype=np.int64)
+        # int32 item ids and a uint8 bucket number per item: 5 B/item on top of FAISS's code copy
+        self.members = [ids.astype(np.int32) for ids in (np.flatnonzero(which == b) for b in range(max(1, buckets))) if len(ids)]
+        self.bucket_of = np.empty(self.num_items, dtype=np.uint8 if len(self.members) <= 256 else np.int32)
         self.indexes: list[faiss.IndexBinaryFlat] = []
         for b, ids in enumerate(self.members):
             self.bucket_of[ids] = b
@@ -111,7 +112,7 @@ class ScaledHammingIndex:
             for b in np.flatnonzero(todo.any(axis=0)):
                 rows = np.flatnonzero(todo[:, b])
                 dist, local = self.indexes[b].search(queries[rows], int(want[rows, b].max()))
-                items = self.members[b][local]
+                items = self.members[b][local].astype(np.int64)
                 score = one_bit_score(dist, self.scale[items], self.dim)
                 if ban_keys.size:
                     score[np.isin(rows[:, None] * self.num_items + items, ban_keys)] = -np.inf

@@ -36,8 +36,8 @@ def tiny_params(raw: Path | None = None) -> dict[str, Any]:
 def check_published(workdir: Path) -> dict[str, Any]:
     """codes/current and the latest run's report exist and pass their contracts; returns the
     codes manifest."""
+    from flows.code_versions import contract_params
     from flows.contracts import validate
-    from flows.stages.export import contract_params
 
     wd = WorkDir(workdir)
     codes = wd.code_version()

@@ -33,7 +33,9 @@ import numpy as np
 from rich.console import Console
 
 from flows.code_versions import (
+    CODE_CONTRACTS,
     CODE_FILES,
+    contract_params,
     file_consistency_failures,
     read_code_table,
     write_code_table,
@@ -45,14 +47,11 @@ from flows.publish import finish_interrupted_publish, publish_version
 from flows.split_files import load_split
 from flows.trained_runs import TrainedRun, load_run
 from flows.workdir import WorkDir, atomic_dir, file_sha256
-from hqgnn.bits import ALL_BITS
 from hqgnn.codes import code_bytes
 from hqgnn.export import GateDecision, code_table_arrow, gate_decision
 from hqgnn.files import atomic_write_json
 from hqgnn.metrics import evaluate_ranking
 from hqgnn.retrieval import Retriever
-
-CONTRACTS = {"user": "user_codes", "item": "item_codes"}
 
 
 @dataclass(frozen=True)
@@ -137,22 +136,17 @@ def _check_run_matches_split(run: TrainedRun, num_users: int, num_items: int) ->
         )
 
 
-def contract_params(kind: str, n: int, bits: int, dim: int) -> dict[str, Any]:
-    """Parameters of the ``user_codes`` / ``item_codes`` contracts."""
-    return {f"num_{kind}s": n, "bits": bits, "dim": dim, "code_bytes": code_bytes(bits, dim), "known_bits": list(ALL_BITS)}
-
-
 def _validate(folder: Path, run: TrainedRun, user_ids: np.ndarray, item_ids: np.ndarray, bits: int, dim: int, docs: Path | None = None) -> None:
     """Both contracts, then the id-map and code_values invariants; raises DataContractError."""
     from flows.contracts import validate
 
     for kind, ids in (("user", user_ids), ("item", item_ids)):
         path = folder / CODE_FILES[kind]
-        validate(CONTRACTS[kind], path, contract_params(kind, len(ids), bits, dim), docs)
+        validate(CODE_CONTRACTS[kind], path, contract_params(kind, len(ids), bits, dim), docs)
         table, _ = read_code_table(path, kind, bits, dim)
         failures = file_consistency_failures(path, kind, table, ids)
         if failures:
-            raise DataContractError(CONTRACTS[kind], failures)
+            raise DataContractError(CODE_CONTRACTS[kind], failures)
 
 
 def _valid_metrics_from_files(folder: Path, bits: int, dim: int, split: Any, gate_metric: str) -> dict[str, float]:

@@ -132,3 +132,18 @@ def test_users_with_fewer_allowed_items_than_k_get_minus_one(bits: int, min_item
     assert sorted(got[0, :4].tolist()) == [26, 27, 28, 29]
     assert (got[0, 4:] == -1).all() and np.isneginf(scores[0, 4:]).all()
     assert (got[1] >= 0).all()
+
+
+@pytest.mark.parametrize(("bits", "min_items"), [(1, 100_000), (1, 10), (4, 100_000), (32, 100_000)])
+def test_with_queries_shares_the_item_index_and_ranks_like_a_fresh_retriever(bits: int, min_items: int) -> None:
+    users, items = tables(bits)
+    r = Retriever(users, items, scaled_index_min_items=min_items)
+    one = r.with_queries(users.subset(np.array([3])))
+    assert one.items is r.items and one._scaled is r._scaled and r.users is users  # nothing rebuilt, r unchanged
+    seen = InteractionMatrix.from_pairs(np.zeros(4, np.int64), np.array([0, 5, 7, 40]), 1, len(items))
+    got, scores = r.recommend(3, 10, seen)
+    fresh = Retriever(users.subset(np.array([3])), items, scaled_index_min_items=min_items).topk(np.array([0]), 10, [seen])
+    assert got.tolist() == fresh[0][0].tolist() and not {0, 5, 7, 40} & set(got.tolist())
+    assert np.allclose(scores, fresh[1][0] * users.scale[3])
+    with pytest.raises(ValueError, match="query codes"):
+        r.with_queries(tables(2 if bits != 2 else 4)[0])
