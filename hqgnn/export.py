@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -114,7 +113,11 @@ def consistency_failures(path: Path, kind: str, table: CodeTable, ids: np.ndarra
 
 @dataclass(frozen=True)
 class GateDecision:
-    """The publish gate's verdict on a new code version."""
+    """The publish gate's verdict on a new code version.
+
+    ``new_value`` and ``current_value`` are measured on the same split, in the same process
+    (:func:`hqgnn.comparison.compare`); ``current_value`` is None when there is nothing to compare.
+    """
 
     passed: bool
     reason: str
@@ -127,25 +130,29 @@ class GateDecision:
 def gate_decision(
     metric: str,
     new_value: float,
-    current: dict[str, Any] | None,
+    current_value: float | None,
+    current_version: str | None,
     tolerance: float,
     force: bool,
 ) -> GateDecision:
     """Decide on the metric part of the publish gate (contracts are checked before this).
 
-    ``current``: the manifest of the published codes of the same bit width (None = first of its
-    width). Passes if ``new_value >= current_value - tolerance``, or with ``force``.
+    ``current_version``: the published codes of the same bit width (None = first of its width,
+    which passes on contracts alone). ``new_value`` / ``current_value``: the challenger's and the
+    champion's metric on the SAME split and users (``current_value`` None or NaN: the champion
+    shares no scored user with the split, so no like-for-like comparison exists and the gate
+    refuses unless ``force``). Passes if ``new_value >= current_value - tolerance``, or with ``force``.
     """
-    if current is None:
+    if current_version is None:
         return GateDecision(True, f"first published codes of this bit width ({metric} {new_value:.4f} on valid)", metric, new_value, None, None)
-    cur_version = str(current.get("version"))
-    cur_value = current.get("metrics", {}).get("valid_codes", {}).get(metric)
-    if cur_value is None:
-        return GateDecision(True, f"published version {cur_version} records no {metric}; nothing to compare", metric, new_value, None, cur_version)
-    cur_value = float(cur_value)
-    what = f"{metric} on valid {new_value:.4f} vs {cur_value:.4f} of published {cur_version} (tolerance {tolerance:g})"
-    if new_value >= cur_value - tolerance:
-        return GateDecision(True, f"not worse: {what}", metric, new_value, cur_value, cur_version)
+    if current_value is None or current_value != current_value or new_value != new_value:
+        what = f"published {current_version} shares no valid user/item with this split: no like-for-like comparison"
+        if force:
+            return GateDecision(True, f"{what}; published with --force", metric, new_value, None, current_version)
+        return GateDecision(False, what, metric, new_value, None, current_version)
+    what = f"{metric} on the same valid split {new_value:.4f} vs {current_value:.4f} of published {current_version} (tolerance {tolerance:g})"
+    if new_value >= current_value - tolerance:
+        return GateDecision(True, f"not worse: {what}", metric, new_value, current_value, current_version)
     if force:
-        return GateDecision(True, f"worse, published with --force: {what}", metric, new_value, cur_value, cur_version)
-    return GateDecision(False, f"worse by more than the tolerance: {what}", metric, new_value, cur_value, cur_version)
+        return GateDecision(True, f"worse, published with --force: {what}", metric, new_value, current_value, current_version)
+    return GateDecision(False, f"worse by more than the tolerance: {what}", metric, new_value, current_value, current_version)
