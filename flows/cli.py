@@ -169,6 +169,8 @@ def train(
     snapshot: Annotated[str | None, typer.Option("--snapshot", help="Split snapshot (default: splits/current).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for initialisation and sampling.")] = None,
     nproc: Annotated[int | None, typer.Option("--nproc", help="Data-parallel processes via torchrun (gloo on CPU, NCCL per GPU); the batch size stays the global batch. With --resume: default the run's.")] = None,
+    init_from: Annotated[str | None, typer.Option("--init-from", help="Warm start: none (cold, default), published (the run behind the published codes of this width), latest, or a run name; rows matched by original id.")] = None,
+    warm_epochs: Annotated[int | None, typer.Option("--warm-epochs", help="Epochs of a warm-started run (default: --epochs).")] = None,
     workdir: WorkdirOpt = DEFAULT_WORKDIR,
     config: ConfigOpt = None,
     debug: DebugOpt = False,
@@ -180,7 +182,7 @@ def train(
         cfg = with_overrides(
             load_pipeline_config(config).train,
             bits=bits, estimator=estimator, epochs=epochs, device=device, resume=resume or None,
-            run=run, snapshot=snapshot, seed=seed, nproc=nproc,
+            run=run, snapshot=snapshot, seed=seed, nproc=nproc, init_from=init_from, warm_epochs=warm_epochs,
         )
         return run_train(WorkDir(workdir), cfg)
 

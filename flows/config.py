@@ -94,10 +94,21 @@ class TrainConfig(TrainRecipe):
     device: Device = "auto"
     nproc: int = Field(1, ge=1)  # data-parallel processes (torch.distributed); batch_size stays the global batch
     resume: bool = False
+    # Warm start (issue 16): "none" (cold), "published" (the run behind codes/current-<bits>bit; cold
+    # when nothing is published yet), "latest" (models/latest; cold when there is none) or a run
+    # name. The stage pins it to the run it resolved (config.json); rows are matched by original id.
+    init_from: str = Field("none", min_length=1)
+    warm_epochs: int | None = Field(None, ge=1)  # a warm run's epochs (None: `epochs`); early stopping still applies
+    warm_new_rows: Literal["neighbours", "random"] = "neighbours"  # init of users/items new to the snapshot (hqgnn.warm_start)
 
     def recipe(self) -> TrainRecipe:
         """The hyperparameters alone, as the library's trainer takes them."""
         return TrainRecipe(**self.model_dump(include=set(TrainRecipe.model_fields), exclude_unset=True))
+
+    @property
+    def warm(self) -> bool:
+        """True when the run asks for a warm start (``init_from`` other than ``none``)."""
+        return self.init_from != "none"
 
 
 class ExportConfig(StageConfig):

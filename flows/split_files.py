@@ -45,6 +45,14 @@ def load_split(split_dir: Path) -> SplitData:
     )
 
 
+def read_id_maps(split_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Original user and item ids by dense index (``users.parquet``, ``items.parquet``), without the interactions."""
+    split_dir = Path(split_dir)
+    manifest = json.loads((split_dir / "manifest.json").read_text())
+    return (_id_map(split_dir / "users.parquet", "user_idx", "user_id", int(manifest["num_users"])),
+            _id_map(split_dir / "items.parquet", "item_idx", "item_id", int(manifest["num_items"])))
+
+
 def _columns(path: Path, names: tuple[str, ...]) -> pa.Table:
     schema_names = pq.read_schema(path).names
     absent = [c for c in names if c not in schema_names]
