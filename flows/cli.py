@@ -229,19 +229,45 @@ def evaluate(
 
 @app.command()
 def recommend(
-    user: Annotated[str, typer.Option("--user", help="Original user id.")],
+    user: Annotated[str | None, typer.Option("--user", help="Original user id.")] = None,
+    items: Annotated[str | None, typer.Option("--items", help="Instead of --user: original item ids, comma-separated (an anonymous visitor; folded in like a new user).")] = None,
     k: Annotated[int, typer.Option("--k", help="Number of items.")] = 20,
     rank_by: Annotated[str, typer.Option("--rank-by", help="score (the model's code score, default) or hamming (1-bit codes: pure Hamming distance, as the SQL query).")] = "score",
     workdir: WorkdirOpt = DEFAULT_WORKDIR,
     config: ConfigOpt = None,
     debug: DebugOpt = False,
 ) -> None:
-    """Top-K item ids for a user from the published codes (codes/current), train items excluded."""
+    """Top-K item ids for a user (or, with --items, for a list of items) from the published codes
+    (codes/current), the user's train items (the given items) excluded."""
     from flows.stages.recommend import recommend as run_recommend
+    from flows.stages.recommend import recommend_items
 
     def go() -> Any:
         load_pipeline_config(config)  # validate the file even though recommend has no section
-        return run_recommend(WorkDir(workdir), user, k, rank_by)
+        if (user is None) == (items is None):
+            raise HqgnnError("recommend: give exactly one of --user ID or --items ID,ID,...")
+        if items is not None:
+            return recommend_items(WorkDir(workdir), items.split(","), k, rank_by)  # type: ignore[arg-type]
+        return run_recommend(WorkDir(workdir), user, k, rank_by)  # type: ignore[arg-type]
+
+    _run(debug, go)
+
+
+@app.command()
+def foldin(
+    bits: Annotated[int | None, typer.Option("--bits", help="Width whose published codes get the new users (default: that of codes/current).")] = None,
+    snapshot: Annotated[str | None, typer.Option("--snapshot", help="Split snapshot with the new users (default: splits/current).")] = None,
+    workdir: WorkdirOpt = DEFAULT_WORKDIR,
+    config: ConfigOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Codes for users in the warehouse's snapshot but not in the published model, without
+    retraining (LightGCN fold-in over their train items); published as a new code version."""
+    from flows.stages.foldin import foldin as run_foldin
+
+    def go() -> Any:
+        cfg = with_overrides(load_pipeline_config(config).foldin, bits=bits, snapshot=snapshot)
+        return run_foldin(WorkDir(workdir), cfg)
 
     _run(debug, go)
 

@@ -120,6 +120,13 @@ class ExportConfig(StageConfig):
     gate_tolerance: float = Field(0.005, ge=0)
 
 
+class FoldInConfig(StageConfig):
+    """Stage `foldin`: codes for users of a snapshot that the published codes do not know."""
+
+    bits: int | None = None  # the width whose published codes are extended (None: the width of codes/current)
+    snapshot: str | None = None  # splits/<snapshot> with the new users' interactions; None = splits/current
+
+
 class EvaluateConfig(StageConfig):
     """Offline evaluation of a run on valid and test, float and codes."""
 
@@ -145,3 +152,4 @@ class PipelineConfig(StageConfig):
     train: TrainConfig = TrainConfig()
     export: ExportConfig = ExportConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    foldin: FoldInConfig = FoldInConfig()
