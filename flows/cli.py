@@ -266,7 +266,9 @@ def foldin(
     from flows.stages.foldin import foldin as run_foldin
 
     def go() -> Any:
-        cfg = with_overrides(load_pipeline_config(config).foldin, bits=bits, snapshot=snapshot)
+        from flows.config import FoldInConfig
+
+        cfg = with_overrides(load_pipeline_config(config).foldin or FoldInConfig(), bits=bits, snapshot=snapshot)
         return run_foldin(WorkDir(workdir), cfg)
 
     _run(debug, go)

@@ -152,4 +152,4 @@ class PipelineConfig(StageConfig):
     train: TrainConfig = TrainConfig()
     export: ExportConfig = ExportConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
-    foldin: FoldInConfig = FoldInConfig()
+    foldin: FoldInConfig | None = None  # the flow folds in new users after prepare when this section is given

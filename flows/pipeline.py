@@ -198,13 +198,14 @@ def hqgnn(
     drop_folder: str | None = None,
     drop_pattern: str = "*",
     force: bool = False,
-    foldin: bool = False,
+    foldin: FoldInConfig | None = None,
 ) -> PipelineSummary:
     """The whole pipeline on ``workdir``.
 
-    ``foldin`` (the nightly deployment sets it): right after prepare, users of the new snapshot
-    that the published codes of ``train.bits`` lack get codes by fold-in, published as a new code
-    version before the (longer) training starts; the retrained model then goes through the gate.
+    ``foldin`` (a section; the nightly deployment gives ``{}``; None = no fold-in): right after
+    prepare, users of the new snapshot that the published codes (of ``foldin.bits``, default
+    ``train.bits``) lack get codes by fold-in, published as a new code version before the (longer)
+    training starts; the retrained model then goes through the gate.
 
     Ingests ``ingest.files`` plus, when ``drop_folder`` is set, every file there matching
     ``drop_pattern`` (re-ingesting a file adds nothing, so the folder may keep old files);
@@ -217,7 +218,7 @@ def hqgnn(
         "workdir": str(wd.root), "ingest": ingest.model_dump(mode="json"),
         "prepare": prepare.model_dump(mode="json"), "train": train.model_dump(mode="json"),
         "export": export.model_dump(mode="json"), "evaluate": evaluate.model_dump(mode="json"),
-        "drop_folder": drop_folder, "drop_pattern": drop_pattern, "force": force, "foldin": foldin,
+        "drop_folder": drop_folder, "drop_pattern": drop_pattern, "force": force, "foldin": None if foldin is None else foldin.model_dump(mode="json"),
     }
     run = _Run(wd, parameters)
     logger.info("hqgnn run %s on %s (force=%s)", run.name, wd.root, force)
@@ -238,7 +239,7 @@ def hqgnn(
 
 def _stages(
     run: _Run, ingest: IngestConfig, prepare: PrepareConfig, train: TrainConfig, export: ExportConfig,
-    evaluate: EvaluateConfig, drop_folder: str | None, drop_pattern: str, force: bool, foldin: bool = False,
+    evaluate: EvaluateConfig, drop_folder: str | None, drop_pattern: str, force: bool, foldin: FoldInConfig | None = None,
 ) -> None:
     """The stage sequence, each stage pinned to what the one before it produced."""
     logger = get_run_logger()
@@ -262,8 +263,9 @@ def _stages(
     artifacts.data_manifest_artifact(artifacts.manifest_rows(ingested, manifest), snapshot_dir.name)
     artifacts.data_docs_artifact(str(run.workdir.data_docs))
 
-    if foldin:  # new users get codes now, before the retrain finishes (or if it fails or is refused)
-        run.stage("foldin", foldin_flow, FoldInConfig(bits=train.bits, snapshot=snapshot_dir.name), force)
+    if foldin is not None:  # new users get codes now, before the retrain finishes (or if it fails or is refused)
+        cfg = foldin.model_copy(update={"bits": foldin.bits or train.bits, "snapshot": snapshot_dir.name})
+        run.stage("foldin", foldin_flow, cfg, force)
 
     trained = run.stage("train", train_flow, train.model_copy(update={"snapshot": snapshot_dir.name}), force).result
     train_run = str(trained.run)
@@ -282,5 +284,5 @@ def run_flow(workdir: WorkDir, cfg: PipelineConfig, demo: bool = False, force: b
         cfg = demo_config(workdir, cfg)
     return hqgnn(
         workdir=str(workdir.root), ingest=cfg.ingest, prepare=cfg.prepare, train=cfg.train,
-        export=cfg.export, evaluate=cfg.evaluate, force=force,
+        export=cfg.export, evaluate=cfg.evaluate, force=force, foldin=cfg.foldin,
     )

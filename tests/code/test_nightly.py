@@ -16,7 +16,7 @@ from pipeline_checks import COLUMNS, TINY
 from flows.workdir import WorkDir
 from hqgnn.synthetic import SyntheticSpec, generate_interactions, write_interactions
 
-pytestmark = [pytest.mark.prefect, pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _new_users_file(path: Path) -> Path:
@@ -32,7 +32,7 @@ def _night(workdir: Path, drop: Path) -> object:
     from flows.pipeline import hqgnn
 
     return hqgnn(
-        workdir=str(workdir), drop_folder=str(drop), drop_pattern="*.csv", foldin=True,
+        workdir=str(workdir), drop_folder=str(drop), drop_pattern="*.csv", foldin={},
         ingest={"format": "csv", "columns": COLUMNS, "rating_min": 1.0, "rating_max": 5.0},
         prepare={"kcore_user": 3, "kcore_item": 3},
         train={"bits": 1, "epochs": 3, "warm_epochs": 1, "init_from": "published", "dim": 16, "batch_size": 256,
@@ -41,6 +41,30 @@ def _night(workdir: Path, drop: Path) -> object:
     )
 
 
+def test_deployments_train_cold_and_nightly_warm_with_foldin() -> None:
+    """prefect.yaml: hqgnn/train trains cold, hqgnn/nightly warm-starts from the published model
+    on a short schedule and folds in new users; both parameter sets validate against the flow."""
+    import inspect
+
+    import yaml
+
+    from flows.config import PipelineConfig
+    from flows.pipeline import hqgnn
+
+    deployments = {d["name"]: d["parameters"] for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
+    flow_params = set(inspect.signature(hqgnn.fn).parameters)
+    for name in ("train", "nightly"):
+        params = deployments[name]
+        assert set(params) <= flow_params, set(params) - flow_params
+        PipelineConfig(**{k: v for k, v in params.items() if k in PipelineConfig.model_fields})
+    cold, warm = PipelineConfig(train=deployments["train"]["train"]).train, PipelineConfig(train=deployments["nightly"]["train"]).train
+    assert cold.init_from == "none" and warm.init_from == "published" and warm.warm_epochs and warm.warm_epochs < cold.epochs
+    assert deployments["nightly"]["foldin"] == {} and deployments["train"].get("foldin") is None
+
+
+@pytest.mark.slow
+@pytest.mark.prefect
+@pytest.mark.usefixtures("prefect_harness")
 def test_two_nights_warm_start_foldin_gate_on_one_split_and_recommend(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from flows.stages.recommend import recommend, recommend_items
 
