@@ -264,8 +264,8 @@ def _stages(
     artifacts.data_docs_artifact(str(run.workdir.data_docs))
 
     if foldin is not None:  # new users get codes now, before the retrain finishes (or if it fails or is refused)
-        cfg = foldin.model_copy(update={"bits": foldin.bits or train.bits, "snapshot": snapshot_dir.name})
-        run.stage("foldin", foldin_flow, cfg, force)
+        fold_cfg = foldin.model_copy(update={"bits": foldin.bits or train.bits, "snapshot": snapshot_dir.name})
+        run.stage("foldin", foldin_flow, fold_cfg, force)
 
     trained = run.stage("train", train_flow, train.model_copy(update={"snapshot": snapshot_dir.name}), force).result
     train_run = str(trained.run)
