@@ -193,6 +193,8 @@ def train(
     snapshot: Annotated[str | None, typer.Option("--snapshot", help="Split snapshot (default: splits/current).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for initialisation and sampling.")] = None,
     nproc: Annotated[int | None, typer.Option("--nproc", help="Data-parallel processes via torchrun (gloo on CPU, NCCL per GPU); the batch size stays the global batch. With --resume: default the run's.")] = None,
+    init_from: Annotated[str | None, typer.Option("--init-from", help="Warm start: none (cold, default), published (the run behind the published codes of this width), latest, or a run name; rows matched by original id.")] = None,
+    warm_epochs: Annotated[int | None, typer.Option("--warm-epochs", help="Epochs of a warm-started run (default: --epochs).")] = None,
     workdir: WorkdirOpt = DEFAULT_WORKDIR,
     config: ConfigOpt = None,
     wait: WaitOpt = None,
@@ -205,7 +207,7 @@ def train(
         cfg = with_overrides(
             load_pipeline_config(config).train,
             bits=bits, estimator=estimator, epochs=epochs, device=device, resume=resume or None,
-            run=run, snapshot=snapshot, seed=seed, nproc=nproc,
+            run=run, snapshot=snapshot, seed=seed, nproc=nproc, init_from=init_from, warm_epochs=warm_epochs,
         )
         with workdir_lock(workdir, "train", wait):
             return run_train(WorkDir(workdir), cfg)
@@ -257,19 +259,50 @@ def evaluate(
 
 @app.command()
 def recommend(
-    user: Annotated[str, typer.Option("--user", help="Original user id.")],
+    user: Annotated[str | None, typer.Option("--user", help="Original user id.")] = None,
+    items: Annotated[str | None, typer.Option("--items", help="Instead of --user: original item ids, comma-separated (an anonymous visitor; folded in like a new user).")] = None,
     k: Annotated[int, typer.Option("--k", help="Number of items.")] = 20,
     rank_by: Annotated[str, typer.Option("--rank-by", help="score (the model's code score, default) or hamming (1-bit codes: pure Hamming distance, as the SQL query).")] = "score",
     workdir: WorkdirOpt = DEFAULT_WORKDIR,
     config: ConfigOpt = None,
     debug: DebugOpt = False,
 ) -> None:
-    """Top-K item ids for a user from the published codes (codes/current), train items excluded."""
+    """Top-K item ids for a user (or, with --items, for a list of items) from the published codes
+    (codes/current), the user's train items (the given items) excluded."""
     from flows.stages.recommend import recommend as run_recommend
+    from flows.stages.recommend import recommend_items
 
     def go() -> Any:
         load_pipeline_config(config)  # validate the file even though recommend has no section
+        if (user is None) == (items is None):
+            raise HqgnnError("recommend: give exactly one of --user ID or --items ID,ID,...")
+        if items is not None:
+            return recommend_items(WorkDir(workdir), items.split(","), k, cast("RankBy", rank_by))  # checked by the retriever
+        assert user is not None  # exactly one of the two was given
         return run_recommend(WorkDir(workdir), user, k, cast("RankBy", rank_by))  # checked by the retriever
+
+    _run(debug, go)
+
+
+@app.command()
+def foldin(
+    bits: Annotated[int | None, typer.Option("--bits", help="Width whose published codes get the new users (default: that of codes/current).")] = None,
+    snapshot: Annotated[str | None, typer.Option("--snapshot", help="Split snapshot with the new users (default: splits/current).")] = None,
+    workdir: WorkdirOpt = DEFAULT_WORKDIR,
+    config: ConfigOpt = None,
+    wait: WaitOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Codes for users in the warehouse's snapshot but not in the published model, without
+    retraining (LightGCN fold-in over their train items); published as a new code version."""
+    from flows.stages.foldin import foldin as run_foldin
+
+    def go() -> Any:
+        from flows.config import FoldInConfig
+
+        cfg = with_overrides(load_pipeline_config(config).foldin or FoldInConfig(), bits=bits, snapshot=snapshot)
+        with workdir_lock(workdir, "foldin", wait):
+            return run_foldin(WorkDir(workdir), cfg)
 
     _run(debug, go)
 

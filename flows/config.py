@@ -103,6 +103,12 @@ class TrainConfig(TrainRecipe):
     device: Device = "auto"
     nproc: int = Field(1, ge=1)  # data-parallel processes (torch.distributed); batch_size stays the global batch
     resume: bool = False
+    # Warm start (issue 16): "none" (cold), "published" (the run behind codes/current-<bits>bit; cold
+    # when nothing is published yet), "latest" (models/latest; cold when there is none) or a run
+    # name. The stage pins it to the run it resolved (config.json); rows are matched by original id.
+    init_from: str = Field("none", min_length=1)
+    warm_epochs: int | None = Field(None, ge=1)  # a warm run's epochs (None: `epochs`); early stopping still applies
+    warm_new_rows: Literal["neighbours", "random"] = "neighbours"  # init of users/items new to the snapshot (hqgnn.warm_start)
 
     @field_validator("run", "snapshot")
     @classmethod
@@ -112,6 +118,11 @@ class TrainConfig(TrainRecipe):
     def recipe(self) -> TrainRecipe:
         """The hyperparameters alone, as the library's trainer takes them."""
         return TrainRecipe(**self.model_dump(include=set(TrainRecipe.model_fields), exclude_unset=True))
+
+    @property
+    def warm(self) -> bool:
+        """True when the run asks for a warm start (``init_from`` other than ``none``)."""
+        return self.init_from != "none"
 
 
 class ExportConfig(StageConfig):
@@ -126,6 +137,13 @@ class ExportConfig(StageConfig):
     @classmethod
     def _plain_name(cls, v: str | None) -> str | None:
         return _plain_name(v)
+
+
+class FoldInConfig(StageConfig):
+    """Stage `foldin`: codes for users of a snapshot that the published codes do not know."""
+
+    bits: int | None = None  # the width whose published codes are extended (None: the width of codes/current)
+    snapshot: str | None = None  # splits/<snapshot> with the new users' interactions; None = splits/current
 
 
 class EvaluateConfig(StageConfig):
@@ -158,3 +176,4 @@ class PipelineConfig(StageConfig):
     train: TrainConfig = TrainConfig()
     export: ExportConfig = ExportConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    foldin: FoldInConfig | None = None  # the flow folds in new users after prepare when this section is given

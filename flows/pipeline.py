@@ -6,7 +6,7 @@ hashes what the stage reads, and lets :func:`flows.stage_runs.run_stage` skip it
 changed (``force=True`` reruns). The stage functions validate their data contracts before
 returning, so a stage starts only on checked inputs.
 
-The parent flow ``hqgnn`` (ingest -> prepare -> train -> export -> evaluate) is served by
+The parent flow ``hqgnn`` (ingest -> prepare -> [foldin] -> train -> export -> evaluate) is served by
 ``prefect.yaml`` as the deployments ``hqgnn/train`` (retrain on what is in the warehouse) and
 ``hqgnn/nightly`` (first ingest the new files of a drop folder); ``hqgnn run`` calls it
 in-process (Prefect's ephemeral mode, no server needed). Every run records a row in the
@@ -34,6 +34,7 @@ from flows import artifacts
 from flows.config import (
     EvaluateConfig,
     ExportConfig,
+    FoldInConfig,
     IngestConfig,
     PipelineConfig,
     PrepareConfig,
@@ -52,6 +53,7 @@ from flows.stage_runs import (
 )
 from flows.stages import evaluate as evaluate_stage
 from flows.stages import export as export_stage
+from flows.stages import foldin as foldin_stage
 from flows.stages import ingest as ingest_stage
 from flows.stages import prepare as prepare_stage
 from flows.stages import train as train_stage
@@ -119,6 +121,20 @@ def evaluate_flow(workdir: WorkDir, cfg: EvaluateConfig, force: bool = False) ->
     pinned = cfg.model_copy(update={"run": run_dir.name})
     return run_stage("evaluate", workdir, pinned, dir_hashes(run_dir), lambda: evaluate_stage.evaluate(workdir, pinned), force,
                      get_run_logger())
+
+
+@flow(name="hqgnn-foldin")
+def foldin_flow(workdir: WorkDir, cfg: FoldInConfig, force: bool = False) -> StageOutcome:
+    """Codes for the snapshot's users the published codes lack (no retraining), as a new code
+    version; "skipped" when nothing is published yet or every user already has a code."""
+    del force  # the stage itself finds the users without a code; nothing to cache
+    t0 = time.perf_counter()
+    result = foldin_stage.foldin(workdir, cfg)
+    if result.version is None:
+        get_run_logger().info("foldin: skipped, %s", result.reason)
+    else:
+        get_run_logger().info("foldin: %d new user(s) in %s (%.3f ms/user)", result.new_users, result.version, result.ms_per_user)
+    return StageOutcome("foldin", result, result.version is None, time.perf_counter() - t0)
 
 
 # ---- the parent flow -----------------------------------------------------------------------
@@ -194,8 +210,14 @@ def hqgnn(
     drop_pattern: str = "*",
     force: bool = False,
     lock_wait: float = 0.0,
+    foldin: FoldInConfig | None = None,
 ) -> PipelineSummary:
     """The whole pipeline on ``workdir``.
+
+    ``foldin`` (a section; the nightly deployment gives ``{}``; None = no fold-in): right after
+    prepare, users of the new snapshot that the published codes (of ``foldin.bits``, default
+    ``train.bits``) lack get codes by fold-in, published as a new code version before the (longer)
+    training starts; the retrained model then goes through the gate.
 
     Ingests ``ingest.files`` plus, when ``drop_folder`` is set, every file there matching
     ``drop_pattern`` (re-ingesting a file adds nothing, so the folder may keep old files);
@@ -206,12 +228,12 @@ def hqgnn(
     """
     wd = WorkDir(Path(workdir).resolve())
     with workdir_lock(wd, "run", math.inf if lock_wait < 0 else lock_wait):
-        return _hqgnn(wd, ingest, prepare, train, export, evaluate, drop_folder, drop_pattern, force)
+        return _hqgnn(wd, ingest, prepare, train, export, evaluate, drop_folder, drop_pattern, force, foldin)
 
 
 def _hqgnn(
     wd: WorkDir, ingest: IngestConfig, prepare: PrepareConfig, train: TrainConfig, export: ExportConfig,
-    evaluate: EvaluateConfig, drop_folder: str | None, drop_pattern: str, force: bool,
+    evaluate: EvaluateConfig, drop_folder: str | None, drop_pattern: str, force: bool, foldin: FoldInConfig | None,
 ) -> PipelineSummary:
     """The body of flow ``hqgnn``, under the lock."""
     logger = get_run_logger()
@@ -219,7 +241,7 @@ def _hqgnn(
         "workdir": str(wd.root), "ingest": ingest.model_dump(mode="json"),
         "prepare": prepare.model_dump(mode="json"), "train": train.model_dump(mode="json"),
         "export": export.model_dump(mode="json"), "evaluate": evaluate.model_dump(mode="json"),
-        "drop_folder": drop_folder, "drop_pattern": drop_pattern, "force": force,
+        "drop_folder": drop_folder, "drop_pattern": drop_pattern, "force": force, "foldin": None if foldin is None else foldin.model_dump(mode="json"),
     }
     run = _Run(wd, parameters)
     logger.info("hqgnn run %s on %s (force=%s)", run.name, wd.root, force)
@@ -228,7 +250,7 @@ def _hqgnn(
     if abandoned:
         logger.warning("runs %s were left `running` by a killed process: marked abandoned", ", ".join(abandoned))
     try:
-        _stages(run, ingest, prepare, train, export, evaluate, drop_folder, drop_pattern, force)
+        _stages(run, ingest, prepare, train, export, evaluate, drop_folder, drop_pattern, force, foldin)
     except BaseException as e:
         try:
             run.record("failed", error=f"{type(e).__name__}: {e}".rstrip(": "))
@@ -243,7 +265,7 @@ def _hqgnn(
 
 def _stages(
     run: _Run, ingest: IngestConfig, prepare: PrepareConfig, train: TrainConfig, export: ExportConfig,
-    evaluate: EvaluateConfig, drop_folder: str | None, drop_pattern: str, force: bool,
+    evaluate: EvaluateConfig, drop_folder: str | None, drop_pattern: str, force: bool, foldin: FoldInConfig | None = None,
 ) -> None:
     """The stage sequence, each stage pinned to what the one before it produced."""
     logger = get_run_logger()
@@ -267,6 +289,10 @@ def _stages(
     artifacts.data_manifest_artifact(artifacts.manifest_rows(ingested, manifest), snapshot_dir.name)
     artifacts.data_docs_artifact(str(run.workdir.data_docs))
 
+    if foldin is not None:  # new users get codes now, before the retrain finishes (or if it fails or is refused)
+        fold_cfg = foldin.model_copy(update={"bits": foldin.bits or train.bits, "snapshot": snapshot_dir.name})
+        run.stage("foldin", foldin_flow, fold_cfg, force)
+
     trained = run.stage("train", train_flow, train.model_copy(update={"snapshot": snapshot_dir.name}), force).result
     train_run = str(trained.run)
     run.ids["train_run"] = train_run
@@ -287,5 +313,5 @@ def run_flow(workdir: WorkDir, cfg: PipelineConfig, demo: bool = False, force: b
     guard_ephemeral_server()  # Prefect's temporary API server (if it starts) dies with this process
     return hqgnn(
         workdir=str(workdir.root), ingest=cfg.ingest, prepare=cfg.prepare, train=cfg.train,
-        export=cfg.export, evaluate=cfg.evaluate, force=force,
+        export=cfg.export, evaluate=cfg.evaluate, force=force, foldin=cfg.foldin,
     )

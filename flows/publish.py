@@ -1,4 +1,5 @@
-"""Publishing a code version: ``codes/current-<b>bit`` and ``codes/current`` switched together.
+"""Publishing a code version: the publish gate's verdict (:func:`gate_decision`), then
+``codes/current-<b>bit`` and ``codes/current`` switched together.
 
 Two symlinks cannot be switched in one rename(2), so the switch is journalled: ``codes/.publish.json``
 (written atomically) names the version and width first, then both pointers are switched, then the
@@ -11,6 +12,7 @@ journalled after it is complete on disk and passed the gate.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from flows.errors import InputError
@@ -55,3 +57,50 @@ def finish_interrupted_publish(workdir: WorkDir) -> str | None:
         return f"dropped the journal of an interrupted publication ({e}); the pointers keep their targets"
     publish_version(workdir, target, bits)
     return f"finished the interrupted publication of {version}: codes/current and codes/current-{bits}bit point at it"
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """The publish gate's verdict on a new code version.
+
+    ``new_value`` and ``current_value`` are measured on the same split, in the same process
+    (:func:`hqgnn.comparison.compare`); ``current_value`` is None when there is nothing to compare.
+    """
+
+    passed: bool
+    reason: str
+    metric: str
+    new_value: float
+    current_value: float | None
+    current_version: str | None
+
+
+def gate_decision(
+    metric: str,
+    new_value: float,
+    current_value: float | None,
+    current_version: str | None,
+    tolerance: float,
+    force: bool,
+) -> GateDecision:
+    """Decide on the metric part of the publish gate (contracts are checked before this).
+
+    ``current_version``: the published codes of the same bit width (None = first of its width,
+    which passes on contracts alone). ``new_value`` / ``current_value``: the challenger's and the
+    champion's metric on the SAME split and users (``current_value`` None or NaN: the champion
+    shares no scored user with the split, so no like-for-like comparison exists and the gate
+    refuses unless ``force``). Passes if ``new_value >= current_value - tolerance``, or with ``force``.
+    """
+    if current_version is None:
+        return GateDecision(True, f"first published codes of this bit width ({metric} {new_value:.4f} on valid)", metric, new_value, None, None)
+    if current_value is None or current_value != current_value or new_value != new_value:
+        what = f"published {current_version} shares no valid user/item with this split: no like-for-like comparison"
+        if force:
+            return GateDecision(True, f"{what}; published with --force", metric, new_value, None, current_version)
+        return GateDecision(False, what, metric, new_value, None, current_version)
+    what = f"{metric} on the same valid split {new_value:.4f} vs {current_value:.4f} of published {current_version} (tolerance {tolerance:g})"
+    if new_value >= current_value - tolerance:
+        return GateDecision(True, f"not worse: {what}", metric, new_value, current_value, current_version)
+    if force:
+        return GateDecision(True, f"worse, published with --force: {what}", metric, new_value, current_value, current_version)
+    return GateDecision(False, f"worse by more than the tolerance: {what}", metric, new_value, current_value, current_version)

@@ -9,6 +9,8 @@ timestamp int64`` nullable), ``users.parquet`` (``user_idx int32, user_id string
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +48,14 @@ def load_split(split_dir: Path) -> SplitData:
     )
 
 
+def read_id_maps(split_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Original user and item ids by dense index (``users.parquet``, ``items.parquet``), without the interactions."""
+    split_dir = Path(split_dir)
+    manifest = json.loads((split_dir / "manifest.json").read_text())
+    return (_id_map(split_dir / "users.parquet", "user_idx", "user_id", int(manifest["num_users"])),
+            _id_map(split_dir / "items.parquet", "item_idx", "item_id", int(manifest["num_items"])))
+
+
 def _columns(path: Path, names: tuple[str, ...]) -> pa.Table:
     schema_names = pq.read_schema(path).names
     absent = [c for c in names if c not in schema_names]
@@ -81,10 +91,14 @@ def write_split(
     num_users: int,
     num_items: int,
     snapshot: str | None = None,
+    user_ids: Sequence[str] | None = None,
+    item_ids: Sequence[str] | None = None,
 ) -> Path:
     """Write a split folder in the layout above from ``{"train": (users, items), "valid": …, "test": …}``.
 
-    For tests and benchmarks (``hqgnn prepare`` writes the real ones); ids are ``u<idx>`` / ``i<idx>``.
+    For tests and benchmarks (``hqgnn prepare`` writes the real ones); original ids by dense
+    index are ``user_ids`` / ``item_ids`` (default ``u<idx>`` / ``i<idx>``). The manifest records
+    every file's size and hash, as prepare's does.
     """
     split_dir = Path(split_dir)
     split_dir.mkdir(parents=True, exist_ok=True)
@@ -96,11 +110,14 @@ def write_split(
         })
         pq.write_table(table, split_dir / f"{name}.parquet")
     tu, ti = (np.asarray(a) for a in pairs["train"])
-    for kind, n, col in (("user", num_users, tu), ("item", num_items, ti)):
+    for kind, n, col, given in (("user", num_users, tu, user_ids), ("item", num_items, ti, item_ids)):
         counts = np.bincount(col.astype(np.int64), minlength=n).astype(np.int32)
+        ids = [f"{kind[0]}{k}" for k in range(n)] if given is None else [str(x) for x in given]
+        if len(ids) != n:
+            raise ValueError(f"{kind}_ids: {len(ids)} ids for {n} {kind}s")
         pq.write_table(pa.table({
             f"{kind}_idx": pa.array(np.arange(n), pa.int32()),
-            f"{kind}_id": pa.array([f"{kind[0]}{k}" for k in range(n)], pa.string()),
+            f"{kind}_id": pa.array(ids, pa.string()),
             "n_train": pa.array(counts, pa.int32()),
         }), split_dir / f"{kind}s.parquet")
     from flows.integrity import file_record

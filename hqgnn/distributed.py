@@ -137,13 +137,14 @@ class DistributedTrainer(Trainer):
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
         on_step: Callable[[int, int], None] | None = None,
         on_refine: Callable[[dict[str, Any]], None] | None = None,
+        initial_embedding: Tensor | None = None,
     ) -> None:
-        super().__init__(cfg, data, run_dir, ctx.device, on_epoch, on_step, on_refine)
+        super().__init__(cfg, data, run_dir, ctx.device, on_epoch, on_step, on_refine, initial_embedding)
         self.ctx = ctx
         self.writes_files = ctx.rank == 0
         self.shards = ShardedSampler(self.sampler, ctx.rank, ctx.world_size)
         self.sampler = self.shards  # type: ignore[assignment]  # the loop iterates this rank's slices
-        dist.broadcast(self.model.embedding.data, src=0)  # seeded alike already; make it certain
+        dist.broadcast(self.model.embedding.data, src=0)  # seeded (or warm-started) alike already; make it certain
         self.model.embedding.register_post_accumulate_grad_hook(self._all_reduce_grad)
 
     def _all_reduce_grad(self, param: Tensor) -> None:

@@ -22,9 +22,6 @@ BLOB to a BITSTRING and ``bit_count(xor(u.code::BIT, i.code::BIT))`` is the Hamm
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -97,42 +94,3 @@ def consistency_failures(t: pa.Table, kind: str, table: CodeTable, ids: np.ndarr
             if len(bad):
                 failures.append(f"code_values differ from the unpacked code in {len(bad)} row(s), e.g. rows {bad[:5].tolist()}")
     return failures
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    """The publish gate's verdict on a new code version."""
-
-    passed: bool
-    reason: str
-    metric: str
-    new_value: float
-    current_value: float | None
-    current_version: str | None
-
-
-def gate_decision(
-    metric: str,
-    new_value: float,
-    current: dict[str, Any] | None,
-    tolerance: float,
-    force: bool,
-) -> GateDecision:
-    """Decide on the metric part of the publish gate (contracts are checked before this).
-
-    ``current``: the manifest of the published codes of the same bit width (None = first of its
-    width). Passes if ``new_value >= current_value - tolerance``, or with ``force``.
-    """
-    if current is None:
-        return GateDecision(True, f"first published codes of this bit width ({metric} {new_value:.4f} on valid)", metric, new_value, None, None)
-    cur_version = str(current.get("version"))
-    cur_value = current.get("metrics", {}).get("valid_codes", {}).get(metric)
-    if cur_value is None:
-        return GateDecision(True, f"published version {cur_version} records no {metric}; nothing to compare", metric, new_value, None, cur_version)
-    cur_value = float(cur_value)
-    what = f"{metric} on valid {new_value:.4f} vs {cur_value:.4f} of published {cur_version} (tolerance {tolerance:g})"
-    if new_value >= cur_value - tolerance:
-        return GateDecision(True, f"not worse: {what}", metric, new_value, cur_value, cur_version)
-    if force:
-        return GateDecision(True, f"worse, published with --force: {what}", metric, new_value, cur_value, cur_version)
-    return GateDecision(False, f"worse by more than the tolerance: {what}", metric, new_value, cur_value, cur_version)

@@ -73,6 +73,8 @@ class Trainer:
     ``on_epoch(record)`` is called after each epoch with its history row; ``on_step(done, total)``
     after each optimizer step (no host sync) and, during user-code refinement, after each batch of
     users; ``on_refine(record)`` after each refinement round. ``restore()`` continues from ``last.pt``.
+    ``initial_embedding`` ``[num_users + num_items, dim]`` (users first): the layer-0 table to start
+    from instead of the random one (a warm start, :mod:`hqgnn.warm_start`); optimizer state is fresh.
     Data-parallel runs use :class:`hqgnn.distributed.DistributedTrainer`.
     """
 
@@ -88,6 +90,7 @@ class Trainer:
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
         on_step: Callable[[int, int], None] | None = None,
         on_refine: Callable[[dict[str, Any]], None] | None = None,
+        initial_embedding: Tensor | None = None,
     ) -> None:
         self.cfg, self.data, self.run_dir, self.device = cfg, data, Path(run_dir), device
         self.on_epoch, self.on_step, self.on_refine = on_epoch, on_step, on_refine
@@ -98,6 +101,12 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             self.model = LightGCNEncoder(data.num_users, data.num_items, cfg.dim, cfg.layers).to(device)
+        if initial_embedding is not None:  # a warm start (hqgnn.warm_start); restore() overwrites it on resume
+            want = (data.num_users + data.num_items, cfg.dim)
+            if tuple(initial_embedding.shape) != want:
+                raise ValueError(f"initial_embedding has shape {tuple(initial_embedding.shape)}, expected {want} (users + items, dim)")
+            with torch.no_grad():
+                self.model.embedding.copy_(initial_embedding.to(device, torch.float32))
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, foreach=True)
         self.schedule = (
             torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.epochs, eta_min=cfg.lr_min)

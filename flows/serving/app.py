@@ -6,7 +6,7 @@ Endpoints (JSON; every answer from codes names the ``version`` that produced it,
 - ``GET /recommend?user=ID&k=20&exclude_seen=true``: top-K original item ids and scores for an
   original user id; the ranking of `hqgnn recommend` (the same :class:`Retriever` call);
 - ``POST /recommend`` ``{"items": [ID, ...], "k": 20}`` (or a bare JSON list): an anonymous user
-  from the items they interacted with, by fold-in; 501 until fold-in lands
+  from the items they interacted with, by fold-in (the given items excluded)
   (:meth:`LoadedVersion.recommend_for_items`);
 - ``GET /similar?item=ID&k=20``: items nearest to an item by the same code score;
 - ``GET /healthz`` (200 once a version serves, else 503), ``GET /version``, ``GET /metrics``
@@ -47,7 +47,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from flows.serving.batch import Batcher
 from flows.serving.swap import VersionHolder, Watcher
-from flows.serving.version import FoldInUnavailable, LoadedVersion, Ranked, load_version
+from flows.serving.version import LoadedVersion, Ranked, load_version
 
 log = logging.getLogger("hqgnn.serve")
 
@@ -215,10 +215,7 @@ def create_app(
         unknown = [str(x) for x, i in zip(body.items, items, strict=True) if i is None]
         if unknown:
             raise ApiError(404, f"{len(unknown)} unknown item id(s), e.g. {unknown[:5]}: not in code version {v.name}", version=v.name)
-        try:
-            ranked = v.recommend_for_items([i for i in items if i is not None], body.k)
-        except FoldInUnavailable as e:
-            raise ApiError(501, str(e), version=v.name) from e
+        ranked = v.recommend_for_items([i for i in items if i is not None], body.k)
         return answer(v, ranked, k=body.k, from_items=len(items))
 
     @app.get("/similar")

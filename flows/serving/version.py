@@ -22,16 +22,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import torch
+from torch import Tensor
 
 from flows.code_versions import CODE_FILES, check_code_version, read_code_version, version_manifest
 from flows.errors import InputError
 from flows.workdir import file_sha256
+from hqgnn.fold_in import recommend_for_items
 from hqgnn.interactions import InteractionMatrix
 from hqgnn.retrieval import Retriever
-
-
-class FoldInUnavailable(NotImplementedError):
-    """Recommendations from a list of items need the fold-in math, not in this build yet."""
+from hqgnn.warm_start import match_rows
 
 
 class IdMap:
@@ -96,7 +96,8 @@ class LoadedVersion:
     item_retriever: Retriever  # item codes as queries x the same item index (GET /similar)
     user_ids: IdMap  # original ids <-> dense user indices
     item_ids: IdMap
-    train: InteractionMatrix  # [num_users, num_items]: the seen items
+    train: InteractionMatrix  # [num_users, num_items]: the seen items, by code row
+    item_degree: Tensor  # float32 [num_items]: each item's train interactions (fold-in's normalisation)
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @property
@@ -151,17 +152,11 @@ class LoadedVersion:
 
 
     def recommend_for_items(self, items: list[int], k: int) -> Ranked:
-        """Top-``k`` for an anonymous user who interacted with dense ``items`` (fold-in).
-
-        The one call to wire when fold-in lands: compute the user's code from these items'
-        codes (the fold-in function of ``hqgnn/``), then rank it like a known user, e.g.
-        ``self.retriever.with_queries(user_code).recommend(0, k, seen)`` with ``seen`` = these
-        items (a ``[1, num_items]`` matrix).
-        """
-        raise FoldInUnavailable(
-            "recommendations from a list of items need fold-in, which this build does not have yet; "
-            "use GET /recommend?user=ID for users in the published codes"
-        )
+        """Top-``k`` for an anonymous user who interacted with dense ``items`` (fold-in: the
+        user's code from these items' codes, ranked like a known user, the items themselves
+        excluded; :func:`hqgnn.fold_in.recommend_for_items`, as ``hqgnn recommend --items``)."""
+        got, scores = recommend_for_items(torch.as_tensor(items, dtype=torch.int64), self.retriever.items, k, self.item_degree)
+        return Ranked(self.item_ids.take(got), [float(x) for x in scores])
 
 
 def _no_items(num_items: int) -> InteractionMatrix:
@@ -205,12 +200,12 @@ def load_version(workdir_root: Path, path: Path, verify: bool = True, scaled_ind
     except ValueError as e:
         raise InputError(str(e)) from e
     retriever = Retriever(codes.users, codes.items, "score", scaled_index_min_items=scaled_index_min_items)
-    train = _train_items(train_path, len(codes.users), len(codes.items))
+    train, degree = _seen_and_degrees(train_path.parent, codes.user_ids, codes.item_ids)
     loaded = LoadedVersion(
         name=path.name, path=path, manifest=manifest, retriever=retriever,
         item_retriever=retriever.with_queries(codes.items),
         user_ids=_id_map(path, "user", len(codes.users)), item_ids=_id_map(path, "item", len(codes.items)),
-        train=train,
+        train=train, item_degree=degree,
     )
     del codes  # the object-array ids of read_code_version: the IdMaps replace them
     release_freed_memory()
@@ -237,12 +232,23 @@ def _id_map(path: Path, kind: str, n: int) -> IdMap:
     return IdMap(ids)
 
 
-def _train_items(path: Path, num_users: int, num_items: int) -> InteractionMatrix:
-    """Every (user_idx, item_idx) pair of ``train.parquet`` as a CSR matrix (once per version)."""
-    t = pq.read_table(path, columns=["user_idx", "item_idx"])
-    users = np.array(pc.cast(t.column("user_idx"), "int64").to_numpy(), dtype=np.int64)  # writable copies for torch
+def _seen_and_degrees(split_dir: Path, user_ids: np.ndarray, item_ids: np.ndarray) -> tuple[InteractionMatrix, Tensor]:
+    """The snapshot's train pairs as code rows ``[num_users, num_items]`` and each code item's
+    train count ``[num_items]`` (float32), matched by original id as `hqgnn recommend` matches
+    them, so a fold-in version (users appended to its parent's rows) masks the right items."""
+    t = pq.read_table(split_dir / "train.parquet", columns=["user_idx", "item_idx"])
+    users = np.array(pc.cast(t.column("user_idx"), "int64").to_numpy(), dtype=np.int64)
     items = np.array(pc.cast(t.column("item_idx"), "int64").to_numpy(), dtype=np.int64)
-    try:
-        return InteractionMatrix.from_pairs(users, items, num_users, num_items)
-    except ValueError as e:
-        raise InputError(f"{path}: {e} (does the split belong to these codes?)") from e
+    split_users = pq.read_table(split_dir / "users.parquet", columns=["user_idx", "user_id"]).sort_by("user_idx")
+    split_items = pq.read_table(split_dir / "items.parquet", columns=["item_idx", "item_id", "n_train"]).sort_by("item_idx")
+    user_row = match_rows(np.asarray(split_users.column("user_id").to_pylist(), dtype=object), user_ids).numpy()
+    item_row = match_rows(np.asarray(split_items.column("item_id").to_pylist(), dtype=object), item_ids).numpy()
+    u, i = user_row[users], item_row[items]
+    keep = (u >= 0) & (i >= 0)
+    seen = InteractionMatrix.from_pairs(u[keep], i[keep], len(user_ids), len(item_ids))
+    degree = torch.zeros(len(item_ids))
+    known = item_row >= 0
+    degree[torch.from_numpy(item_row[known])] = torch.tensor(split_items.column("n_train").to_numpy(), dtype=torch.float32)[known]
+    return seen, degree
+
+

@@ -4,9 +4,15 @@ extract (run, split) -> compute (codes) -> write (temp folder) -> validate (cont
 valid metric from the written files) -> rename to ``codes/<version>/`` -> gate -> publish.
 
 Publish gate (``shared/interface.md``): ``codes/current`` moves only if every contract passes
-and the valid ``gate_metric``, computed from the exported codes, is not worse than that of the
-published codes OF THE SAME BIT WIDTH by more than ``gate_tolerance`` (the first codes of a
-width pass on contracts alone). ``--force`` overrides the metric check, never the contracts.
+and the challenger's valid ``gate_metric`` is not worse than the champion's (the published codes
+OF THE SAME BIT WIDTH, ``codes/current-<b>bit``) by more than ``gate_tolerance``, BOTH scored here,
+in this process, from their code files, on THIS run's validation split (like with like: a number
+stored from another snapshot is never compared). Rows are matched by original id; the rule for
+users and items the champion does not know is :data:`hqgnn.comparison.RULE` (users both know;
+items unknown to the champion removed from both rankings). A champion that shares no scored valid
+user with the split cannot be compared: refused unless ``--force``. The first codes of a width
+pass on contracts alone. ``--force`` overrides the metric check, never the contracts. The
+manifest's ``gate`` records both numbers, the split, the rule, the common ground and the decision.
 
 - A contract failure raises :class:`DataContractError`: the temporary folder is deleted, no
   version folder appears, nothing is published.
@@ -38,17 +44,25 @@ from flows.code_versions import (
     contract_params,
     file_consistency_failures,
     read_code_table,
+    read_code_version,
     write_code_table,
 )
 from flows.config import ExportConfig
 from flows.errors import DataContractError, InputError, PublishGateError
 from flows.integrity import file_record
-from flows.publish import finish_interrupted_publish, publish_version
+from flows.publish import (
+    GateDecision,
+    finish_interrupted_publish,
+    gate_decision,
+    publish_version,
+    width_pointer,
+)
 from flows.split_files import load_split
 from flows.trained_runs import TrainedRun, load_run
 from flows.workdir import WorkDir, atomic_dir, file_sha256
 from hqgnn.codes import code_bytes
-from hqgnn.export import GateDecision, code_table_arrow, gate_decision
+from hqgnn.comparison import RULE, CodeModel, Comparison, compare
+from hqgnn.export import code_table_arrow
 from hqgnn.files import atomic_write_json
 from hqgnn.metrics import evaluate_ranking
 from hqgnn.retrieval import Retriever
@@ -66,22 +80,23 @@ class ExportResult:
     bits: int
 
 
-def width_pointer(workdir: WorkDir, bits: int) -> Path:
-    """``codes/current-<b>bit``: the published version of one bit width."""
-    return workdir.codes / f"current-{bits}bit"
-
-
-def published_manifest(workdir: WorkDir, bits: int) -> dict[str, Any] | None:
-    """Manifest of the published codes of width ``bits`` (None if none was ever published)."""
+def published_version(workdir: WorkDir, bits: int) -> Path | None:
+    """Folder of the published codes of width ``bits`` (None if none was ever published)."""
     pointer = width_pointer(workdir, bits)
     if pointer.is_symlink() and (pointer / "manifest.json").is_file():
-        return json.loads((pointer / "manifest.json").read_text())
+        return pointer.resolve()
     current = workdir.codes / "current"  # codes published before per-width pointers existed
     if current.is_symlink() and (current / "manifest.json").is_file():
         manifest = json.loads((current / "manifest.json").read_text())
         if int(manifest.get("bits", -1)) == bits:
-            return manifest
+            return current.resolve()
     return None
+
+
+def published_manifest(workdir: WorkDir, bits: int) -> dict[str, Any] | None:
+    """Manifest of the published codes of width ``bits`` (None if none was ever published)."""
+    folder = published_version(workdir, bits)
+    return None if folder is None else json.loads((folder / "manifest.json").read_text())
 
 
 def export(workdir: WorkDir, cfg: ExportConfig, console: Console | None = None) -> ExportResult:
@@ -112,8 +127,15 @@ def export(workdir: WorkDir, cfg: ExportConfig, console: Console | None = None) 
             _validate(tmp, run, split.user_ids, split.item_ids, users.bits, users.dim, workdir.data_docs)
         with console.status("[bold]export[/]: valid metrics from the written codes"):
             metrics = _valid_metrics_from_files(tmp, run.bits, run.dim, split, cfg.gate_metric)
-        decision = gate_decision(cfg.gate_metric, _metric(metrics, cfg.gate_metric), published_manifest(workdir, run.bits), cfg.gate_tolerance, cfg.force)
-        atomic_write_json(tmp / "manifest.json", _manifest(version, run, split, tmp, metrics, decision, cfg))
+        with console.status("[bold]export[/]: champion and challenger on this split"):
+            champion, comparison = _compare_with_champion(workdir, tmp, run, split, cfg.gate_metric)
+        decision = gate_decision(
+            cfg.gate_metric,
+            _metric(comparison.challenger, cfg.gate_metric) if comparison else _metric(metrics, cfg.gate_metric),
+            _metric(comparison.champion, cfg.gate_metric) if comparison else None,
+            champion, cfg.gate_tolerance, cfg.force,
+        )
+        atomic_write_json(tmp / "manifest.json", _manifest(version, run, split, tmp, metrics, decision, cfg, comparison))
 
     if not decision.passed:
         raise PublishGateError(
@@ -162,6 +184,30 @@ def _valid_metrics_from_files(folder: Path, bits: int, dim: int, split: Any, gat
     return evaluate_ranking(retriever.scores, split.valid, (split.train,), sorted({20, 50, int(k)}))
 
 
+def _compare_with_champion(workdir: WorkDir, folder: Path, run: TrainedRun, split: Any, gate_metric: str) -> tuple[str | None, Comparison | None]:
+    """The champion's version name and both models scored on ``split``'s valid interactions
+    (:func:`hqgnn.comparison.compare`, from the code files); ``(None, None)`` without a champion."""
+    published = published_version(workdir, run.bits)
+    if published is None:
+        return None, None
+    champ = read_code_version(published)
+    chall = read_code_version_tables(folder, run.bits, run.dim)
+    k = int(gate_metric.partition("@")[2])
+    comparison = compare(
+        CodeModel(champ.users, champ.items, champ.user_ids, champ.item_ids),
+        CodeModel(chall[0], chall[1], split.user_ids, split.item_ids),
+        split.valid, split.train, sorted({20, 50, k}),
+    )
+    return published.name, comparison
+
+
+def read_code_version_tables(folder: Path, bits: int, dim: int) -> tuple[Any, Any]:
+    """User and item :class:`hqgnn.codes.CodeTable` of a (possibly unfinished) version folder."""
+    users, _ = read_code_table(folder / CODE_FILES["user"], "user", bits, dim)
+    items, _ = read_code_table(folder / CODE_FILES["item"], "item", bits, dim)
+    return users, items
+
+
 def _metric(metrics: dict[str, float], name: str) -> float:
     if name not in metrics:
         raise ValueError(f"gate_metric {name!r} is not computed; choose one of {sorted(k for k in metrics if k != 'users')}")
@@ -169,7 +215,8 @@ def _metric(metrics: dict[str, float], name: str) -> float:
 
 
 def _manifest(
-    version: str, run: TrainedRun, split: Any, folder: Path, metrics: dict[str, float], decision: GateDecision, cfg: ExportConfig
+    version: str, run: TrainedRun, split: Any, folder: Path, metrics: dict[str, float], decision: GateDecision, cfg: ExportConfig,
+    comparison: Comparison | None = None,
 ) -> dict[str, Any]:
     recorded = split.manifest.get("files") or {}
     snapshot_hashes = {}
@@ -200,5 +247,15 @@ def _manifest(
             "passed": decision.passed, "reason": decision.reason, "metric": decision.metric,
             "value": decision.new_value, "compared_to": decision.current_version,
             "compared_value": decision.current_value, "tolerance": cfg.gate_tolerance, "force": cfg.force,
+            "split": {"snapshot": split.snapshot, "split_dir": str(split.path), "part": "valid",
+                      "valid_sha256": snapshot_hashes["valid.parquet"]},
+            "rule": RULE,
+            "comparison": None if comparison is None else {
+                "champion": comparison.champion, "challenger": comparison.challenger,
+                "users_compared": comparison.users_compared, "valid_users": comparison.valid_users,
+                "items_common": comparison.items_common, "items_new": comparison.items_new,
+                "valid_interactions_compared": comparison.valid_interactions_compared,
+                "valid_interactions": comparison.valid_interactions,
+            },
         },
     }

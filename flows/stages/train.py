@@ -8,6 +8,14 @@ In this process: resolve the device, hand split and run folder to :class:`hqgnn.
 show progress with rich on standard error, write ``summary.json``, point ``models/latest`` at the
 run. ``--resume`` continues the named run (default: the newest run folder) from its ``last.pt``
 with the config it was started with (only ``device`` and ``nproc`` may change).
+
+Warm start (``init_from``, issue 16): :func:`pin_warm_start` resolves ``published`` (the run behind
+``codes/current-<bits>bit``), ``latest`` (``models/latest``) or a run name to one parent run
+before anything launches, pins ``init_from`` to it (``config.json``), and shortens the schedule
+to ``warm_epochs``; :func:`warm_table` carries the parent's layer-0 rows by original id and
+initialises new users/items from their train neighbours (:mod:`hqgnn.warm_start`). Optimizer
+state starts fresh. A resumed warm run restores ``last.pt`` and never re-initialises; every rank
+of a ``--nproc`` run builds the same table (and rank 0's is broadcast).
 """
 
 from __future__ import annotations
@@ -26,11 +34,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from flows.config import TrainConfig
 from flows.errors import InputError
 from flows.integrity import file_record
-from flows.split_files import load_split
+from flows.split_files import load_split, read_id_maps
 from flows.workdir import WorkDir, switch_pointer
+from hqgnn.bits import is_float
+from hqgnn.checkpoint import load_checkpoint
 from hqgnn.dataset import SplitData
 from hqgnn.files import atomic_write_json
 from hqgnn.trainer import FitResult, Trainer, resolve_device
+from hqgnn.warm_start import warm_start
 
 
 @dataclass(frozen=True)
@@ -54,9 +65,10 @@ def default_run_name(cfg: TrainConfig) -> str:
     return f"{stamp}-b{cfg.bits}-{cfg.estimator}"
 
 
-def write_run_config(run_dir: Path, cfg: TrainConfig, data: SplitData, split_dir: Path) -> None:
-    """``models/<run>/config.json``: the run's config, snapshot, split folder and model args."""
+def write_run_config(run_dir: Path, cfg: TrainConfig, data: SplitData, split_dir: Path, warm: dict[str, Any] | None = None) -> None:
+    """``models/<run>/config.json``: the run's config, snapshot, split folder, model args and warm start."""
     atomic_write_json(run_dir / "config.json", {
+        "warm_start": warm or {"init_from": "none"},
         "run": run_dir.name, "config": cfg.model_dump(mode="json"), "snapshot": data.snapshot,
         "split_dir": os.path.relpath(split_dir, run_dir),
         "model_args": {"num_users": data.num_users, "num_items": data.num_items, "dim": cfg.dim, "layers": cfg.layers},
@@ -98,6 +110,8 @@ def write_summary(workdir: WorkDir, run_dir: Path, cfg: TrainConfig, data: Split
 def train(workdir: WorkDir, cfg: TrainConfig, console: Console | None = None) -> TrainResult:
     """Train (or resume) one run, here or on ``cfg.nproc`` processes; returns its best epoch and
     validation metrics. A resumed run keeps its process count unless ``nproc`` was set."""
+    if not cfg.resume:
+        cfg = pin_warm_start(workdir, cfg)
     if cfg.resume and "nproc" not in cfg.model_fields_set:
         cfg = cfg.model_copy(update={"nproc": resume_nproc(workdir, cfg.run)})
     if cfg.nproc > 1 or (cfg.resume and resume_nproc(workdir, cfg.run) > 1):  # a distributed run resumes through torchrun
@@ -162,9 +176,10 @@ def train_in_process(workdir: WorkDir, cfg: TrainConfig, console: Console | None
     cfg, run_dir, split_dir = plan_run(workdir, cfg)
     data = load_split(split_dir)
     require_valid(data, split_dir)
+    initial, warm = warm_table(workdir, cfg, data, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not cfg.resume:
-        write_run_config(run_dir, cfg, data, split_dir)
+        write_run_config(run_dir, cfg, data, split_dir, warm)
     started = time.perf_counter()
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -176,14 +191,87 @@ def train_in_process(workdir: WorkDir, cfg: TrainConfig, console: Console | None
             on_epoch=lambda r: progress.console.print(format_epoch(r, cfg), highlight=False, soft_wrap=True),
             on_step=lambda done, total: progress.update(task, completed=done, total=total, description=_stage_label(trainer)),
             on_refine=lambda r: progress.console.print(format_refinement(r), highlight=False, soft_wrap=True),
+            initial_embedding=initial,
         )
         if cfg.resume and (run_dir / "last.pt").is_file():
             restore(trainer, run_dir)
             console.print(f"resuming {run_dir.name} after epoch {trainer.epoch}", highlight=False)
         console.print(f"training {run_dir.name}: {cfg.bits} bit(s), estimator {cfg.estimator}, device {device}, "
                       f"{data.num_users} users x {data.num_items} items, {data.train.nnz} train interactions", highlight=False)
+        if warm.get("parent_run"):
+            console.print(f"warm start from run {warm['parent_run']}: users {warm['users_carried']} carried, {warm['users_new']} new, "
+                          f"{warm['users_dropped']} dropped; items {warm['items_carried']} carried, {warm['items_new']} new, "
+                          f"{warm['items_dropped']} dropped", highlight=False)
         fit = trainer.fit()
-    return write_summary(workdir, run_dir, cfg, data, fit, started, console, device=str(device))
+    return write_summary(workdir, run_dir, cfg, data, fit, started, console, device=str(device), warm_start=warm)
+
+
+# ---- warm start ----------------------------------------------------------------------------
+
+
+def resolve_parent(workdir: WorkDir, init_from: str, bits: int) -> Path | None:
+    """The run a warm start reads: ``published`` (behind ``codes/current-<bits>bit``), ``latest``,
+    or a run name; None for ``none`` and for ``published``/``latest`` when there is none yet."""
+    if init_from == "none":
+        return None
+    if init_from == "published":
+        from flows.stages.export import published_manifest
+
+        manifest = published_manifest(workdir, bits)
+        if manifest is None:
+            return None
+        run_dir = workdir.models / str(manifest["run"])
+        if not (run_dir / "best.pt").is_file():
+            raise InputError(f"init_from=published: the published {bits}-bit codes {manifest.get('version')} come from run "
+                             f"{manifest['run']!r}, whose {run_dir / 'best.pt'} is missing; pass init_from: none for a cold start")
+        return run_dir
+    if init_from == "latest":
+        pointer = workdir.models / "latest"
+        return pointer.resolve() if pointer.is_symlink() and (pointer / "best.pt").is_file() else None
+    run_dir = workdir.models / init_from
+    if not (run_dir / "best.pt").is_file():
+        raise InputError(f"init_from={init_from!r}: no such trained run ({run_dir / 'best.pt'} is missing); "
+                         "use none, published, latest or the name of a run in models/")
+    return run_dir
+
+
+def pin_warm_start(workdir: WorkDir, cfg: TrainConfig) -> TrainConfig:
+    """A new run's config with ``init_from`` pinned to the parent run it resolves to and the warm
+    schedule applied (``epochs = warm_epochs``; no float warm-up after a quantized parent: it already
+    went through the switch). Unchanged for cold runs and when there is no parent yet."""
+    parent = resolve_parent(workdir, cfg.init_from, cfg.bits) if cfg.warm else None
+    if parent is None:
+        return cfg
+    parent_bits = int(json.loads((parent / "config.json").read_text())["config"]["bits"])
+    epochs = cfg.warm_epochs or cfg.epochs
+    warmup = cfg.float_warmup_epochs if is_float(parent_bits) else 0
+    return cfg.model_copy(update={"init_from": parent.name, "epochs": epochs, "float_warmup_epochs": min(warmup, max(epochs - 1, 0))})
+
+
+def warm_table(workdir: WorkDir, cfg: TrainConfig, data: SplitData, run_dir: Path) -> tuple[Any, dict[str, Any]]:
+    """The initial layer-0 table ``[U + I, dim]`` of a (pinned) warm run and its record for
+    config/summary; ``(None, record)`` for a cold run, and for a resume that restores ``last.pt``
+    (its record is the one in ``config.json``: a resumed warm run never re-initialises)."""
+    if cfg.resume and (run_dir / "last.pt").is_file():
+        return None, json.loads((run_dir / "config.json").read_text()).get("warm_start") or {"init_from": "none"}
+    parent = resolve_parent(workdir, cfg.init_from, cfg.bits) if cfg.warm else None
+    if parent is None:
+        note = {} if not cfg.warm else {"note": f"init_from={cfg.init_from}: no such run yet, cold start"}
+        return None, {"init_from": cfg.init_from, "parent_run": None, **note}
+    meta = json.loads((parent / "config.json").read_text())
+    state = load_checkpoint(parent / "best.pt")
+    args = state["model_args"]
+    if int(args["dim"]) != cfg.dim:
+        raise InputError(f"init_from={cfg.init_from!r}: run {parent.name} has dim {args['dim']}, this run dim {cfg.dim}; "
+                         "a warm start needs the same width (or init_from: none)")
+    table = state["model"]["embedding"].float()
+    prev_users, prev_items = table[: args["num_users"]], table[args["num_users"] :]
+    prev_user_ids, prev_item_ids = read_id_maps((parent / meta["split_dir"]).resolve())
+    ws = warm_start(prev_users, prev_items, prev_user_ids, prev_item_ids, data.user_ids, data.item_ids, data.train,
+                    cfg.warm_new_rows, seed=cfg.seed)
+    record = {"init_from": cfg.init_from, "parent_run": parent.name, "parent_snapshot": meta.get("snapshot"),
+              "parent_best_epoch": int(state["epoch"]), **ws.counts()}
+    return ws.embedding, record
 
 
 def format_epoch(r: dict[str, Any], cfg: TrainConfig) -> str:

@@ -37,6 +37,7 @@ from flows.stages.train import (
     plan_run,
     require_valid,
     restore,
+    warm_table,
     write_run_config,
     write_summary,
 )
@@ -99,15 +100,17 @@ def run_worker(workdir: WorkDir, cfg: TrainConfig) -> TrainResult | None:
         cfg, run_dir, split_dir = box[0]
         data = load_split(split_dir)
         require_valid(data, split_dir)
+        initial, warm = warm_table(workdir, cfg, data, run_dir)  # the same table on every rank (seeded; rank 0's broadcast)
         lead = ctx.rank == 0
         console = Console(stderr=True, quiet=not lead)
         if lead:
             run_dir.mkdir(parents=True, exist_ok=True)
             if not cfg.resume:
-                write_run_config(run_dir, cfg, data, split_dir)
+                write_run_config(run_dir, cfg, data, split_dir, warm)
         started = time.perf_counter()
         trainer = DistributedTrainer(cfg, data, run_dir, ctx, on_epoch=lambda r: console.print(format_epoch(r, cfg), highlight=False),
-                                     on_refine=lambda r: console.print(format_refinement(r), highlight=False))
+                                     on_refine=lambda r: console.print(format_refinement(r), highlight=False),
+                                     initial_embedding=initial)
         if cfg.resume and (run_dir / "last.pt").is_file():
             restore(trainer, run_dir)
             console.print(f"resuming {run_dir.name} after epoch {trainer.epoch}", highlight=False)
@@ -118,7 +121,7 @@ def run_worker(workdir: WorkDir, cfg: TrainConfig) -> TrainResult | None:
         if not lead:
             return None
         return write_summary(workdir, run_dir, cfg, data, fit, started, console, device=str(ctx.device),
-                             nproc=ctx.world_size, backend=ctx.backend)
+                             nproc=ctx.world_size, backend=ctx.backend, warm_start=warm)
     finally:
         dist.destroy_process_group()
 

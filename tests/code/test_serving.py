@@ -32,7 +32,7 @@ from flows.errors import InputError
 from flows.serving.app import K_MAX, MAX_BODY_BYTES, create_app
 from flows.serving.version import load_version
 from flows.stages.export import export
-from flows.stages.recommend import recommend
+from flows.stages.recommend import recommend, recommend_items
 from flows.stages.versions import list_versions, rollback
 from flows.workdir import WorkDir, switch_pointer
 
@@ -121,11 +121,14 @@ def test_every_endpoint_and_the_ranking_of_hqgnn_recommend(work: tuple[WorkDir, 
         sim = httpx.get(f"{url}/similar", params={"item": "i3", "k": 5}).json()
         assert len(sim["items"]) == 5 and "i3" not in sim["items"] and sim["scores"] == sorted(sim["scores"], reverse=True)
 
-        post = httpx.post(f"{url}/recommend", json={"items": ["i1", "i2"], "k": 5})
-        assert post.status_code == 501 and "fold-in" in post.json()["error"]
+        post = httpx.post(f"{url}/recommend", json={"items": ["i1", "i2"], "k": 5})  # an anonymous user, by fold-in
+        want_items = recommend_items(w, ["i1", "i2"], k=5, print_result=False)  # what `hqgnn recommend --items` answers
+        assert post.status_code == 200 and post.json()["version"] == names[-1]
+        assert post.json()["items"] == list(want_items.item_ids) and not {"i1", "i2"} & set(post.json()["items"])
+        assert post.json()["scores"] == pytest.approx(list(want_items.scores), rel=1e-6)
 
         metrics = httpx.get(f"{url}/metrics").text
-        assert 'hqgnn_requests_total{endpoint="/recommend",status="200"} 5.0' in metrics
+        assert 'hqgnn_requests_total{endpoint="/recommend",status="200"} 6.0' in metrics
         assert f'hqgnn_code_version_info{{bits="1",dim="64",version="{names[-1]}"}} 1.0' in metrics
         assert 'hqgnn_request_seconds_bucket{endpoint="/similar"' in metrics
 

@@ -1,0 +1,236 @@
+"""Replay a time-stamped log as nights: warm vs cold retraining, the like-for-like gate, fold-in (issue 16).
+
+The log (default: Amazon Grocery, ReChorus train.csv, day-granular unix times) is sorted by
+time. Night 0 trains cold on everything before the replay window and publishes; each of the N
+nights then adds the next block of ``--block-days`` days (Grocery has ~75 interactions a day in
+2014, too few to evaluate a single day, so one replayed "night" adds a block of days) and:
+
+- **cold**: trains from scratch on everything so far (``--cold-epochs``, the ``hqgnn/train`` recipe);
+- **warm**: starts from the published model's layer-0 rows by original id, new users/items from
+  their train neighbours (:mod:`hqgnn.warm_start`), ``--warm-epochs`` (the ``hqgnn/nightly`` recipe);
+- **warm-random**: the same with new rows at the random start (the ablation of the neighbour rule);
+- **gate**: the warm challenger against the published champion on tonight's validation split
+  (:func:`hqgnn.comparison.compare`, tolerance 0.005); the champion moves when it passes;
+- **fold-in**: users who first appear tonight get codes from the champion BEFORE tonight's
+  training (:func:`hqgnn.fold_in.fold_in_users` over their train items, the champion's item
+  codes); their Recall@20 is compared with the same users' in tonight's cold retrain.
+
+Every model is evaluated on the NEXT block's interactions (what a nightly model serves), of
+users and items it knows, its train and valid items masked; folded-in users on their next-block
+and held-out interactions, ranked over the items both models know. Validation (early stopping,
+gate) = each user's last interaction in the window (users with >= 3). Library calls only (the
+same functions the stages call), no work directory: the replay measures the math and the time.
+
+    OMP_NUM_THREADS=2 .venv/bin/python bench/nightly_replay.py --nights 6 --block-days 14
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from hqgnn.checkpoint import load_checkpoint
+from hqgnn.comparison import CodeModel, compare, restrict
+from hqgnn.dataset import SplitData
+from hqgnn.evaluation import code_tables
+from hqgnn.fold_in import code_rows, fold_in_users
+from hqgnn.interactions import InteractionMatrix
+from hqgnn.metrics import evaluate_ranking
+from hqgnn.quant import quantize
+from hqgnn.recipe import TrainRecipe
+from hqgnn.retrieval import Retriever
+from hqgnn.trainer import Trainer
+from hqgnn.warm_start import match_rows, warm_start
+
+DEFAULT_LOG = Path("/work/shared/data/amazon-grocery-rechorus/train.csv")
+
+
+def load_log(path: Path) -> pd.DataFrame:
+    """``user_id, item_id, time`` (str, str, int64 unix s), sorted by time (stable)."""
+    d = pd.read_csv(path, sep="\t", dtype={"user_id": str, "item_id": str, "time": np.int64})
+    return d.sort_values("time", kind="stable").reset_index(drop=True)
+
+
+def window_split(log: pd.DataFrame, name: str) -> SplitData:
+    """Every interaction of ``log`` as one snapshot: valid = each user's last one (users with >= 3)."""
+    log = log.drop_duplicates(["user_id", "item_id"], keep="last")
+    user_ids = np.asarray(sorted(log.user_id.unique()), dtype=object)
+    item_ids = np.asarray(sorted(log.item_id.unique()), dtype=object)
+    u = pd.Categorical(log.user_id, categories=user_ids).codes.astype(np.int64)
+    i = pd.Categorical(log.item_id, categories=item_ids).codes.astype(np.int64)
+    n_per_user = np.bincount(u, minlength=len(user_ids))
+    last = ~pd.Series(u).duplicated(keep="last").to_numpy()  # sorted by time: the last row of each user
+    valid = last & (n_per_user[u] >= 3)
+    m = lambda mask: InteractionMatrix.from_pairs(u[mask], i[mask], len(user_ids), len(item_ids))  # noqa: E731
+    empty = np.zeros(len(u), dtype=bool)
+    return SplitData(m(~valid), m(valid), m(empty), len(user_ids), len(item_ids), user_ids, item_ids, name, Path(name), {})
+
+
+def next_block(block: pd.DataFrame, data: SplitData) -> InteractionMatrix:
+    """The next block's interactions of ``data``'s users and items, ``[num_users, num_items]``."""
+    u = match_rows(block.user_id.to_numpy(dtype=object), data.user_ids).numpy()
+    i = match_rows(block.item_id.to_numpy(dtype=object), data.item_ids).numpy()
+    keep = (u >= 0) & (i >= 0)
+    return InteractionMatrix.from_pairs(u[keep], i[keep], data.num_users, data.num_items)
+
+
+def train(cfg: TrainRecipe, data: SplitData, root: Path, name: str, initial: torch.Tensor | None = None) -> dict[str, Any]:
+    """Fit one run; its best checkpoint's layer-0 table, codes and timings."""
+    run_dir = root / name
+    t0 = time.perf_counter()
+    fit = Trainer(cfg, data, run_dir, torch.device("cpu"), initial_embedding=initial).fit()
+    wall = time.perf_counter() - t0
+    best = load_checkpoint(run_dir / "best.pt")
+    users, items = code_tables(best["user_emb"], best["item_emb"], cfg.bits,
+                               *(None, None) if cfg.bits == 32 else (quantize(best["user_emb"], cfg.bits), quantize(best["item_emb"], cfg.bits)))
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return {"layer0": best["model"]["embedding"], "model": CodeModel(users, items, data.user_ids, data.item_ids),
+            "seconds": wall, "epochs": fit.epochs_run, "best_epoch": fit.best_epoch, "valid_r20": fit.best_valid["recall@20"]}
+
+
+def next_metrics(model: CodeModel, data: SplitData, truth: InteractionMatrix) -> dict[str, float]:
+    r = Retriever(model.users, model.items, "score")
+    return evaluate_ranking(lambda b: r.scores(b.numpy()), truth, (data.train, data.valid), (20,))
+
+
+def foldin_quality(champion: CodeModel, data: SplitData, cold: CodeModel, truth: InteractionMatrix) -> dict[str, float]:
+    """Recall@20 of tonight's new users folded into ``champion`` vs the same users in ``cold``."""
+    new = torch.nonzero(match_rows(data.user_ids, champion.user_ids) < 0).flatten()
+    item_rows = match_rows(data.item_ids, champion.item_ids)  # tonight's item -> champion row
+    known_i = torch.nonzero(item_rows >= 0).flatten()
+    if new.numel() == 0 or known_i.numel() == 0:
+        return {"users": 0}
+    t0 = time.perf_counter()
+    sub = restrict(data.train, new.numpy(), known_i.numpy())  # [new, known items] in tonight's item order
+    cols = item_rows[known_i]
+    sub = InteractionMatrix.from_pairs(sub.rows(), cols[sub.indices], new.numel(), len(champion.items))
+    degree = torch.zeros(len(champion.items))
+    degree[cols] = torch.bincount(data.train.indices, minlength=data.num_items).float()[known_i]
+    has = sub.row_lengths() > 0
+    folded = code_rows(fold_in_users(sub, torch.from_numpy(champion.items.dequantize()), degree)[has], champion.users.bits)
+    ms = 1000 * (time.perf_counter() - t0) / max(int(has.sum()), 1)
+    users = new[has].numpy()
+    held = InteractionMatrix.from_pairs(
+        torch.cat([truth.rows(), data.valid.rows()]), torch.cat([truth.indices, data.valid.indices]), data.num_users, data.num_items)
+    target = restrict(held, users, known_i.numpy())
+    seen = restrict(data.train, users, known_i.numpy())
+    rf = Retriever(folded, champion.items.subset(cols.numpy()))  # champion items in tonight's known-item order
+    rc = Retriever(cold.users.subset(users), cold.items.subset(known_i.numpy()))
+    f = evaluate_ranking(lambda b: rf.scores(b.numpy()), target, (seen,), (20,))
+    c = evaluate_ranking(lambda b: rc.scores(b.numpy()), target, (seen,), (20,))
+    return {"users": int(f["users"]), "folded_r20": f["recall@20"], "retrained_r20": c["recall@20"], "ms_per_user": ms}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--log", type=Path, default=DEFAULT_LOG)
+    p.add_argument("--nights", type=int, default=6)
+    p.add_argument("--block-days", type=int, default=14)
+    p.add_argument("--bits", type=int, default=1)
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--cold-epochs", type=int, default=40)
+    p.add_argument("--float-warmup-epochs", type=int, default=20)
+    p.add_argument("--warm-epochs", type=int, default=8)
+    p.add_argument("--warm-lr", type=float, default=None, help="lr of warm runs (default --lr)")
+    p.add_argument("--user-mod", type=int, default=1, help="keep users whose integer id is divisible by this (a 1/N user sample; 1 = all)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, default=Path("bench/out/nightly_replay.json"))
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    log = load_log(args.log)
+    if args.user_mod > 1:
+        log = log[log.user_id.astype(np.int64) % args.user_mod == 0].reset_index(drop=True)
+    day = 86_400
+    end = int(log.time.max()) + day
+    starts = [end - (args.nights + 1 - k) * args.block_days * day for k in range(args.nights + 2)]  # block k: [starts[k], starts[k+1])
+    common = dict(bits=args.bits, dim=args.dim, batch_size=args.batch_size, lr_schedule="cosine", seed=2024,
+                  hutchinson_samples=4, hutchinson_batches=2, delta_every=5)
+    cold_cfg = TrainRecipe(**common, lr=args.lr, epochs=args.cold_epochs, eval_every=5, patience=3,
+                           float_warmup_epochs=args.float_warmup_epochs if args.bits != 32 else 0)
+    warm_cfg = TrainRecipe(**common, lr=args.warm_lr or args.lr, epochs=args.warm_epochs, eval_every=2, patience=2)
+    root = Path(tempfile.mkdtemp(prefix="replay-"))
+    rows: list[dict[str, Any]] = []
+    try:
+        base = window_split(log[log.time < starts[0]], "night0")
+        night0 = train(cold_cfg, base, root, "night0")
+        champion, champ_layer0, champ_data = night0["model"], night0["layer0"], base
+        print(f"night 0: {base.num_users} users x {base.num_items} items, {base.train.nnz} train; cold {night0['seconds']:.0f} s, "
+              f"valid R@20 {night0['valid_r20']:.4f}", flush=True)
+        for n in range(1, args.nights + 1):
+            data = window_split(log[log.time < starts[n]], f"night{n}")
+            truth = next_block(log[(log.time >= starts[n]) & (log.time < starts[n + 1])], data)
+            cold = train(cold_cfg, data, root, f"cold{n}")
+            row: dict[str, Any] = {"night": n, "users": data.num_users, "items": data.num_items, "train": data.train.nnz,
+                                   "next_interactions": truth.nnz, "cold": _summary(cold, next_metrics(cold["model"], data, truth))}
+            row["foldin"] = foldin_quality(champion, data, cold["model"], truth)
+            for variant in ("neighbours", "random"):
+                t0 = time.perf_counter()
+                prev_u, prev_i = champ_layer0[: champ_data.num_users], champ_layer0[champ_data.num_users :]
+                ws = warm_start(prev_u, prev_i, champ_data.user_ids, champ_data.item_ids, data.user_ids, data.item_ids,
+                                data.train, variant, seed=2024)
+                init_s = time.perf_counter() - t0
+                warm = train(warm_cfg, data, root, f"warm-{variant}{n}", ws.embedding)
+                warm["seconds"] += init_s
+                row[f"warm_{variant}"] = {**_summary(warm, next_metrics(warm["model"], data, truth)), **ws.counts()}
+                if variant == "neighbours":
+                    challenger = warm
+            c = compare(champion, challenger["model"], data.valid, data.train, (20,))
+            passed = c.challenger["recall@20"] >= c.champion["recall@20"] - 0.005 if not math.isnan(c.champion["recall@20"]) else False
+            row["gate"] = {"champion_r20": c.champion["recall@20"], "challenger_r20": c.challenger["recall@20"],
+                           "users_compared": c.users_compared, "valid_users": c.valid_users, "items_new": c.items_new, "published": passed}
+            if passed:
+                champion, champ_layer0, champ_data = challenger["model"], challenger["layer0"], data
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "nights": rows}, indent=1))
+    print(table(rows))
+
+
+def _summary(run: dict[str, Any], metrics: dict[str, float]) -> dict[str, Any]:
+    return {"r20": metrics["recall@20"], "n20": metrics["ndcg@20"], "eval_users": int(metrics["users"]),
+            "seconds": run["seconds"], "epochs": run["epochs"], "best_epoch": run["best_epoch"]}
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The BENCHMARKS.md table."""
+    out = ["| night | users / items / train | cold R@20 / N@20 | cold s (epochs) | warm R@20 / N@20 | warm % of cold R@20 | warm s (% of cold) "
+           "| warm-random R@20 | users carried / new | items carried / new | gate: champion vs warm (users), published | "
+           "fold-in users: R@20 folded vs retrained | ms/user |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        c, w, wr, g, f = r["cold"], r["warm_neighbours"], r["warm_random"], r["gate"], r["foldin"]
+        fold = (f"{f['users']}: {f['folded_r20']:.4f} vs {f['retrained_r20']:.4f}" if f.get("users") else "0")
+        out.append(
+            f"| {r['night']} | {r['users']:,} / {r['items']:,} / {r['train']:,} | {c['r20']:.4f} / {c['n20']:.4f} | {c['seconds']:.0f} ({c['epochs']}) "
+            f"| {w['r20']:.4f} / {w['n20']:.4f} | {100 * w['r20'] / max(c['r20'], 1e-12):.0f} % | {w['seconds']:.0f} ({100 * w['seconds'] / c['seconds']:.0f} %) "
+            f"| {wr['r20']:.4f} | {w['users_carried']:,} / {w['users_new']} | {w['items_carried']:,} / {w['items_new']} "
+            f"| {g['champion_r20']:.4f} vs {g['challenger_r20']:.4f} ({g['users_compared']}), {'yes' if g['published'] else 'no'} "
+            f"| {fold} | {f.get('ms_per_user', float('nan')):.3f} |")
+    cold_r = sum(r["cold"]["r20"] for r in rows)
+    warm_r = sum(r["warm_neighbours"]["r20"] for r in rows)
+    cold_s = sum(r["cold"]["seconds"] for r in rows)
+    warm_s = sum(r["warm_neighbours"]["seconds"] for r in rows)
+    fu = [r["foldin"] for r in rows if r["foldin"].get("users")]
+    fold_ratio = (sum(f["folded_r20"] * f["users"] for f in fu) / max(sum(f["retrained_r20"] * f["users"] for f in fu), 1e-12)) if fu else float("nan")
+    out.append(f"\nOver the nights: warm R@20 {100 * warm_r / cold_r:.1f} % of cold at {100 * warm_s / cold_s:.1f} % of cold's training time; "
+               f"fold-in users {100 * fold_ratio:.1f} % of their retrained R@20 ({sum(f['users'] for f in fu)} users).")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    main()

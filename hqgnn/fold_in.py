@@ -1,0 +1,92 @@
+"""Fold-in: a code for a user the model never trained on, from the items they interacted with.
+
+LightGCN's math with the published item side held fixed: a user's first propagation layer is
+``e_u = sum_{i in N(u)} e_i / sqrt(|N(u)| |N(i)|)`` (the symmetric normalisation of ``Â``),
+here over the items' published (dequantized) embeddings. The user's ranking only depends on the
+direction of ``e_u`` (every item score is multiplied by the same positive user scale), so no
+retraining and no user-side parameters are needed; the vector is then quantized with the model's
+own quantizer (:func:`hqgnn.quant.quantize`), so a folded-in user is scored exactly like a
+trained one: ``s_u s_i <q_u, q_i>``.
+
+Used by ``hqgnn foldin`` (new users of the warehouse), ``hqgnn recommend --items`` and the HTTP
+service (an anonymous list of items): :func:`fold_in` for one list, :func:`fold_in_users` for a
+batch, :func:`recommend_for_items` for the whole answer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from hqgnn.bits import is_float
+from hqgnn.codes import CodeTable
+from hqgnn.interactions import InteractionMatrix
+from hqgnn.quant import quantize
+from hqgnn.retrieval import RankBy, Retriever
+
+
+def fold_in(item_rows: Tensor, item_table: Tensor, item_degree: Tensor | None = None) -> Tensor:
+    """float32 ``[d]``: the folded-in user vector of one list of items.
+
+    Args:
+        item_rows: int64 ``[n]`` rows of ``item_table`` (the user's items; duplicates count once).
+        item_table: float ``[num_items, d]`` item embeddings (published codes dequantized).
+        item_degree: ``[num_items]`` train interactions per item (``N(i)``; None: all 1).
+    Example:
+        >>> fold_in(torch.tensor([0, 2]), torch.eye(3), torch.tensor([1.0, 4.0, 4.0]))
+        tensor([0.7071, 0.0000, 0.3536])
+    """
+    rows = torch.unique(torch.as_tensor(item_rows, dtype=torch.int64))
+    if rows.numel() == 0:
+        raise ValueError("fold_in needs at least one item row, got none")
+    if int(rows.min()) < 0 or int(rows.max()) >= item_table.shape[0]:
+        raise ValueError(f"item_rows out of range [0, {item_table.shape[0]}): min {int(rows.min())}, max {int(rows.max())}")
+    weights = _weights(rows, item_degree, item_table.shape[0]) / rows.numel() ** 0.5
+    return (weights[:, None] * item_table[rows].float()).sum(0)
+
+
+def fold_in_users(interactions: InteractionMatrix, item_table: Tensor, item_degree: Tensor | None = None) -> Tensor:
+    """float32 ``[n_users, d]``: :func:`fold_in` of every row of ``interactions`` ``[n_users, num_items]``
+    at once (one weighted scatter-add over the stored entries); rows without items are zero."""
+    if interactions.num_items != item_table.shape[0]:
+        raise ValueError(f"interactions have {interactions.num_items} items, item_table {item_table.shape[0]} rows")
+    lengths = interactions.row_lengths()
+    w = _weights(interactions.indices, item_degree, interactions.num_items)
+    w = w / lengths.float().clamp_min(1).sqrt().repeat_interleave(lengths)
+    out = torch.zeros(interactions.num_users, item_table.shape[1])
+    return out.index_add_(0, interactions.rows(), w[:, None] * item_table.float()[interactions.indices])
+
+
+def code_rows(vectors: Tensor, bits: int) -> CodeTable:
+    """The codes of folded-in vectors ``[n, d]`` with the model's quantizer (float32 for 32 bits)."""
+    if is_float(bits):
+        return CodeTable.from_float(vectors.detach().cpu().numpy())
+    q = quantize(vectors, bits)
+    return CodeTable.from_values(q.codes.numpy(), q.scale.numpy(), bits)
+
+
+def recommend_for_items(
+    item_rows: Tensor,
+    items: CodeTable,
+    k: int = 20,
+    item_degree: Tensor | None = None,
+    rank_by: RankBy = "score",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` item rows (int64 ``[<=k]``) and scores for an anonymous list of items: fold in,
+    quantize like a user, rank every item but the given ones (what ``hqgnn recommend --items`` and
+    ``POST /recommend`` answer)."""
+    rows = torch.unique(torch.as_tensor(item_rows, dtype=torch.int64))
+    user = code_rows(fold_in(rows, torch.from_numpy(items.dequantize()), item_degree)[None], items.bits)
+    seen = InteractionMatrix.from_pairs(np.zeros(rows.numel(), np.int64), rows.numpy(), 1, len(items))
+    return Retriever(user, items, rank_by).recommend(0, k, seen)
+
+
+def _weights(rows: Tensor, item_degree: Tensor | None, num_items: int) -> Tensor:
+    """float32 ``1 / sqrt(N(i))`` of each row (1 without degrees; degree 0 counts as 1)."""
+    if item_degree is None:
+        return torch.ones(rows.numel())
+    degree = torch.as_tensor(item_degree, dtype=torch.float32)
+    if degree.numel() != num_items:
+        raise ValueError(f"item_degree has {degree.numel()} entries, expected {num_items}")
+    return degree[rows].clamp_min(1).rsqrt()
