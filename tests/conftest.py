@@ -32,3 +32,14 @@ def prefect_harness():
 
     with prefect_test_harness(), temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         yield
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny graphs: one torch thread is fastest, and on a shared machine many times faster."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

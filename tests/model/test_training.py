@@ -26,6 +26,8 @@ from hqgnn.sampler import BPRSampler, hardest_negatives
 from hqgnn.synthetic import SyntheticSpec, generate_interactions
 from hqgnn.trainer import Trainer, resolve_device
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 N_USERS, N_ITEMS = 240, 300
 FAST = {"batch_size": 512, "lr": 0.01, "device": "cpu", "dim": 32, "eval_every": 1}
 
@@ -44,15 +46,6 @@ def planted_split(root: Path, seed: int = 3) -> Path:
     split = write_split(root / "splits" / "planted", {k: (u[m], i[m]) for k, m in parts.items()}, N_USERS, N_ITEMS)
     os.symlink("planted", root / "splits" / "current")
     return split
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    """Tiny graphs: one thread is fastest, and on a shared machine many times faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

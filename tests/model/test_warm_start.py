@@ -25,15 +25,9 @@ from hqgnn.interactions import InteractionMatrix
 from hqgnn.trainer import Trainer
 from hqgnn.warm_start import warm_start
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 FAST = {"batch_size": 256, "lr": 0.02, "device": "cpu", "dim": 16, "patience": 50, "hutchinson_samples": 2, "hutchinson_batches": 1}
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_rows_are_carried_by_original_id_and_new_rows_come_from_neighbours() -> None:
