@@ -77,7 +77,7 @@ TOL_AMP = 1e-2
 # largest CPU seed-to-seed spread of 11 seed pairs at 256 vectors x 4 batches (1.6 % and 4.9 %).
 TOL_DELTA = {"table": 0.05, "dimension": 0.15}
 TOL_METRIC = 1e-5  # absolute, on mean Recall/NDCG of exactly representable scores
-TOL_DIST = 1e-4  # 2 processes vs 1 after a few epochs (tests/test_distributed.py: 1e-5 on gloo)
+TOL_DIST = 1e-4  # 2 processes vs 1 after a few epochs (tests/model/test_distributed.py: 1e-5 on gloo)
 
 
 def make_config(**fields: Any) -> TrainRecipe:
