@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -329,3 +333,45 @@ def test_the_bucketed_index_holds_16_bytes_per_item_and_answers_like_the_scan(te
         assert dense is not None
         got = bucketed.recommend(dense, 15)
         assert got.ids == list(want.item_ids) and got.scores == pytest.approx(list(want.scores), rel=1e-6)
+
+
+def test_workers_share_one_metrics_view(work: tuple[WorkDir, list[str]], tmp_path: Path) -> None:
+    """`hqgnn serve --workers 2`: /metrics, whichever worker answers, counts the requests of both
+    (prometheus_client multiprocess mode in a fresh folder, removed when the server stops)."""
+    w, _ = work
+    port, tmp = free_port(), tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--workdir", str(w.root), "--port", str(port), "--workers", "2"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert len(list(tmp.glob("hqgnn-serve-metrics-*"))) <= 1
+        pids, calls, deadline = set(), 0, time.monotonic() + 120
+        while len(pids) < 2:  # until both workers have answered (each connection goes to one)
+            assert proc.poll() is None and time.monotonic() < deadline, f"workers did not both start; pids {pids}"
+            try:
+                pids.add(httpx.get(f"{url}/version", timeout=10).json()["pid"])
+                calls += 1
+            except httpx.TransportError:
+                time.sleep(0.2)
+        for _ in range(20):
+            assert httpx.get(f"{url}/recommend", params={"user": "u3", "k": 5}).status_code == 200
+        seen_by = set()
+        for _ in range(6):
+            want = (f'hqgnn_requests_total{{endpoint="/version",status="200"}} {float(calls)}',
+                    'hqgnn_requests_total{endpoint="/recommend",status="200"} 20.0')
+            for _ in range(50):  # a request is counted just after its answer is sent: allow a moment
+                text = httpx.get(f"{url}/metrics").text
+                if all(line in text for line in want):
+                    break
+                time.sleep(0.05)
+            assert all(line in text for line in want), text
+            seen_by.add(httpx.get(f"{url}/version").json()["pid"])
+            calls += 1
+        assert seen_by <= pids
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+    assert not list(tmp.glob("hqgnn-serve-metrics-*")), "the metrics folder outlived the server"
