@@ -93,7 +93,7 @@ def main() -> None:
     qs = np.arange(nq)
     ham = Retriever(*tables[1], rank_by="hamming")
     scaled = Retriever(*tables[1], rank_by="score")
-    nbytes = {"fp32": 4 * d, "fp32_blocked": 4 * d, "1bit": code_bytes(1, d), "1bit_scaled": code_bytes(1, d) + 4}
+    nbytes = {"fp32": 4 * d, "fp32_blocked": 4 * d, "1bit": code_bytes(1, d), "1bit_scaled": code_bytes(1, d) + 8}  # + scale, bucket-order permutation
     blocked = {bits: Retriever(*tables[bits]) for bits in (32, 2, 4, 8)}
     methods = {"fp32": fp32, "fp32_blocked": lambda: blocked[32].topk(qs, k, exclude, batch_size=nq)}
     methods["1bit"] = lambda: ham.topk(qs, k, exclude, batch_size=nq)

@@ -26,8 +26,9 @@ another folder, so the service loads and verifies it for real) after a third of 
 running until the new version has answered a third more: errors must be 0, every answer names
 its version, the peak RSS includes both versions during the swap.
 
-Index bytes per item: the arrays the 1-bit ranking reads (packed codes, scales, and the FAISS
-bucket index when the catalogue is large enough for it), measured on a version loaded here.
+Index bytes per item: every array the 1-bit ranking holds (``Retriever.item_nbytes``: the
+bucketed index's FAISS codes, scales and bucket-order permutation, or the packed codes and
+scales of the one-scan path), measured on a version loaded here.
 
     .venv/bin/python bench/serve_load.py                      # everything, ~10 min
     .venv/bin/python bench/serve_load.py --only 1m --concurrency 1,8
@@ -176,17 +177,18 @@ def _one_bit(x: np.ndarray) -> CodeTable:
 
 
 def index_bytes_per_item(root: Path, version: Path, scaled_from: int) -> dict[str, float]:
-    """Bytes per item the 1-bit ranking holds: packed codes + scales (+ the bucketed FAISS index)."""
+    """Bytes per item the 1-bit ranking holds (``Retriever.item_nbytes``: every array reachable from
+    the served retriever that grows with the catalogue; ``index_total`` is their sum), and, beside
+    it, the other per-item arrays a served version keeps (id map, fold-in's item degrees)."""
     from flows.serving.version import load_version
 
     v = load_version(root, version, verify=False, scaled_index_min_items=scaled_from)
-    r, n = v.retriever, len(v.item_ids)
-    out = {"codes+scale": (r.items.packed.nbytes + r.items.scale.nbytes) / n, "unpacked_values": r.items.values.nbytes / n,
-           "item_id_map": v.item_ids.nbytes / n}
-    if r._scaled is not None:
-        s = r._scaled
-        faiss_codes = sum(ix.ntotal * ix.code_size for ix in s.indexes)
-        out["bucket_index"] = (faiss_codes + sum(m.nbytes for m in s.members) + s.bucket_of.nbytes) / n
+    n = len(v.item_ids)
+    held = v.retriever.item_nbytes()
+    out = {f"index.{part}": b / n for part, b in held.items()}
+    out["index_total"] = sum(held.values()) / n
+    out["item_id_map"] = v.item_ids.nbytes / n
+    out["item_degree"] = v.item_degree.numel() * v.item_degree.element_size() / n
     return out
 
 
@@ -435,6 +437,11 @@ def memory_breakdown(root: Path, version: Path) -> None:
     step("after verify_code_version (hashes + GX contracts)")
     v = load_version(root, version, verify=False)
     step(f"after load_version ({len(v.item_ids)} items)")
+    n = len(v.item_ids)
+    held = v.retriever.item_nbytes()
+    print("memory: the 1-bit ranking holds, per item: " + ", ".join(f"{k} {b / n:.3f} B" for k, b in held.items())
+          + f" = {sum(held.values()) / n:.3f} B; beside it the id map {v.item_ids.nbytes / n:.1f} B, "
+          f"fold-in's item degrees {v.item_degree.numel() * v.item_degree.element_size() / n:.1f} B", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -492,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
                 summary.append(f"{name}_c{c}_1bit_p99_ms={one['p99_ms']:.2f}")
         summary.append(f"{name}_swap_errors={sum(v['errors'] for k, v in cells.items() if 'swap' in k)}")
         for kind, b in r["index_bytes_per_item"].items():
-            summary.append(f"{name}_{kind}_index_B_per_item={b['codes+scale'] + b.get('bucket_index', 0):.1f}")
+            summary.append(f"{name}_{kind}_index_B_per_item={b['index_total']:.2f}")
         for kind in ("1bit", "1bit-scan"):
             one, fp = cells.get(f"{kind}/c8"), cells.get("fp32/c8")
             if one and fp and kind == "1bit-scan":

@@ -483,7 +483,7 @@ def serve(
     workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes (each loads the codes and watches codes/current).")] = 1,
     poll: Annotated[float, typer.Option("--poll", min=0.05, help="Seconds between checks of codes/current for a new version.")] = 1.0,
     threads: Annotated[int, typer.Option("--threads", min=1, help="torch/FAISS threads per worker (1: each request on one core).")] = 1,
-    bucket_index_from: Annotated[int, typer.Option("--bucket-index-from", min=1, help="1-bit catalogues of at least this many items rank through the bucketed FAISS index (faster, +13 B/item); smaller ones by one scan (12 B/item). Same ranking either way.")] = 100_000,
+    bucket_index_from: Annotated[int, typer.Option("--bucket-index-from", min=1, help="1-bit catalogues of at least this many items rank through the bucketed FAISS index (faster, 16 B/item at d = 64); smaller ones by one scan (12 B/item). Same ranking either way.")] = 100_000,
     workdir: WorkdirOpt = DEFAULT_WORKDIR,
     debug: DebugOpt = False,
 ) -> None:
@@ -500,8 +500,19 @@ def serve(
                           # before FAISS/torch load: OpenMP's thread count is per thread once set, and
                           # request threads would otherwise spin a pool per core (stalls of 0.5 s seen)
                           OMP_NUM_THREADS=str(threads))
-        uvicorn.run("flows.serving.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                    log_level="debug" if debug else "info", access_log=debug)
+        fresh = workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if fresh:  # /metrics sums every worker (prometheus_client multiprocess mode), counted from zero
+            import tempfile
+
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="hqgnn-serve-metrics-")
+        try:
+            uvicorn.run("flows.serving.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                        log_level="debug" if debug else "info", access_log=debug)
+        finally:
+            if fresh:
+                import shutil
+
+                shutil.rmtree(os.environ.pop("PROMETHEUS_MULTIPROC_DIR"), ignore_errors=True)
 
     _run(debug, go)
 

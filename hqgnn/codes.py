@@ -91,22 +91,27 @@ def hamming(queries: np.ndarray, items: np.ndarray) -> np.ndarray:
 class CodeTable:
     """Codes of ``n`` users or items as retrieval uses them.
 
-    ``packed``: uint8 ``[n, code_bytes]`` (the exported bytes); ``values``: int8 ``[n, dim]``
-    (float32 for 32 bits), the unpacked codes; ``scale``: float32 ``[n]`` > 0 (ones for 32 bits).
-    The model's score of a pair is ``scale_u * scale_i * <values_u, values_i>``.
+    ``packed``: uint8 ``[n, code_bytes]`` (the exported bytes); ``unpacked``: int8 ``[n, dim]``
+    (float32 for 32 bits), the unpacked codes, or ``None`` for a packed-only table, which
+    unpacks on demand (:attr:`values`, :meth:`value_rows`): a 1-bit table then holds
+    ``code_bytes + 4`` bytes per row instead of ``code_bytes + dim + 4``; ``scale``: float32
+    ``[n]`` > 0 (ones for 32 bits). The model's score of a pair is
+    ``scale_u * scale_i * <values_u, values_i>``.
     """
 
     bits: int
     dim: int
     packed: np.ndarray
-    values: np.ndarray
+    unpacked: np.ndarray | None
     scale: np.ndarray
 
     def __post_init__(self) -> None:
         n = self.scale.shape[0]
-        if self.packed.shape != (n, code_bytes(self.bits, self.dim)) or self.values.shape != (n, self.dim):
+        values_ok = self.unpacked is None or self.unpacked.shape == (n, self.dim)
+        if self.packed.shape != (n, code_bytes(self.bits, self.dim)) or not values_ok:
+            shape = None if self.unpacked is None else self.unpacked.shape
             raise ValueError(
-                f"CodeTable shapes disagree: packed {self.packed.shape}, values {self.values.shape}, "
+                f"CodeTable shapes disagree: packed {self.packed.shape}, values {shape}, "
                 f"scale {self.scale.shape} for bits={self.bits}, dim={self.dim}"
             )
 
@@ -115,17 +120,21 @@ class CodeTable:
 
     @classmethod
     def from_values(cls, values: np.ndarray, scale: np.ndarray, bits: int) -> CodeTable:
-        """From unpacked codes ``[n, dim]`` (int; float for 32 bits) and scales ``[n]``."""
+        """From unpacked codes ``[n, dim]`` (int; float for 32 bits) and scales ``[n]`` (kept)."""
         values = np.asarray(values)
         values = values.astype(np.float32 if is_float(bits) else np.int8)
         scale = np.asarray(scale, dtype=np.float32).reshape(-1)
         return cls(bits, values.shape[1], pack_codes(values, bits), values, scale)
 
     @classmethod
-    def from_packed(cls, packed: np.ndarray, scale: np.ndarray, bits: int, dim: int) -> CodeTable:
-        """From packed code bytes ``[n, code_bytes]`` and scales ``[n]``."""
+    def from_packed(cls, packed: np.ndarray, scale: np.ndarray, bits: int, dim: int, unpack: bool = False) -> CodeTable:
+        """From packed code bytes ``[n, code_bytes]`` and scales ``[n]``: packed-only (unpacked on
+        demand) unless ``unpack``; 32 bits always keep a zero-copy float32 view of the bytes."""
         packed = np.ascontiguousarray(packed, dtype=np.uint8)
-        return cls(bits, dim, packed, unpack_codes(packed, bits, dim), np.asarray(scale, dtype=np.float32).reshape(-1))
+        scale = np.asarray(scale, dtype=np.float32).reshape(-1)
+        if is_float(bits) and packed.shape[1:] == (code_bytes(bits, dim),):
+            return cls(bits, dim, packed, packed.view("<f4").reshape(packed.shape[0], dim), scale)
+        return cls(bits, dim, packed, unpack_codes(packed, bits, dim) if unpack else None, scale)
 
     @classmethod
     def from_float(cls, emb: np.ndarray) -> CodeTable:
@@ -133,15 +142,43 @@ class CodeTable:
         emb = np.asarray(emb, dtype=np.float32)
         return cls.from_values(emb, np.ones(emb.shape[0], np.float32), 32)
 
+    @property
+    def values(self) -> np.ndarray:
+        """int8 ``[n, dim]`` (float32 for 32 bits): the stored unpacked codes, or all rows unpacked
+        now (a new array each call) for a packed-only table; for a few rows use :meth:`value_rows`."""
+        return self.unpacked if self.unpacked is not None else unpack_codes(self.packed, self.bits, self.dim)
+
+    def value_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The unpacked codes of ``rows`` (int ``[m]``): ``[m, dim]``, unpacking only those rows."""
+        if self.unpacked is not None:
+            return self.unpacked[rows]
+        return unpack_codes(self.packed[rows], self.bits, self.dim)
+
+    def packed_only(self) -> CodeTable:
+        """This table without the unpacked copy (the same packed and scale arrays)."""
+        if is_float(self.bits):
+            return CodeTable.from_packed(self.packed, self.scale, self.bits, self.dim)
+        return self if self.unpacked is None else CodeTable(self.bits, self.dim, self.packed, None, self.scale)
+
     def dequantize(self) -> np.ndarray:
         """float32 ``[n, dim]``: ``values * scale[:, None]``."""
         return self.values.astype(np.float32) * self.scale[:, None]
 
     def subset(self, rows: np.ndarray) -> CodeTable:
-        """The rows ``rows`` (int array) as a new table."""
-        return CodeTable(self.bits, self.dim, self.packed[rows], self.values[rows], self.scale[rows])
+        """The rows ``rows`` (int array) as a new table (packed-only if this one is)."""
+        unpacked = self.unpacked[rows] if self.unpacked is not None else None
+        return CodeTable(self.bits, self.dim, self.packed[rows], unpacked, self.scale[rows])
 
     @property
     def bytes_per_row(self) -> int:
         """Packed code bytes per row (scale not included)."""
         return code_bytes(self.bits, self.dim)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the table holds: packed codes, scales and the unpacked copy when it keeps one
+        (a view of the packed bytes, as 32-bit tables from :meth:`from_packed` keep, is not counted twice)."""
+        own = self.packed.nbytes + self.scale.nbytes
+        if self.unpacked is None or np.may_share_memory(self.unpacked, self.packed):
+            return int(own)
+        return int(own + self.unpacked.nbytes)

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from hqgnn.codes import CodeTable, code_bytes, unpack_codes
+from hqgnn.codes import CodeTable, code_bytes
 
 
 def code_table_arrow(kind: str, ids: np.ndarray, table: CodeTable) -> pa.Table:
@@ -70,7 +70,7 @@ def code_table_from_arrow(t: pa.Table, kind: str, bits: int, dim: int) -> tuple[
     scale[idx] = t.column("scale").to_numpy()
     ids = np.empty(len(idx), dtype=object)
     ids[idx] = np.asarray(t.column(id_col).to_pylist(), dtype=object)
-    return CodeTable(bits, dim, packed, unpack_codes(packed, bits, dim), scale), ids
+    return CodeTable.from_packed(packed, scale, bits, dim), ids  # packed-only: unpacked on demand
 
 
 def consistency_failures(t: pa.Table, kind: str, table: CodeTable, ids: np.ndarray) -> list[str]:
@@ -89,7 +89,7 @@ def consistency_failures(t: pa.Table, kind: str, table: CodeTable, ids: np.ndarr
             failures.append(f"code_values must hold dim={table.dim} values, got lengths {sorted(set(lengths.tolist()))[:5]}")
         else:
             values = np.asarray(pc.list_flatten(t.column("code_values")).to_numpy(zero_copy_only=False)).reshape(-1, table.dim)
-            expected = table.values[got_idx]
+            expected = table.value_rows(got_idx)
             bad = np.flatnonzero((values != expected).any(axis=1))
             if len(bad):
                 failures.append(f"code_values differ from the unpacked code in {len(bad)} row(s), e.g. rows {bad[:5].tolist()}")

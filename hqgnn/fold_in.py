@@ -68,18 +68,35 @@ def code_rows(vectors: Tensor, bits: int) -> CodeTable:
 
 def recommend_for_items(
     item_rows: Tensor,
-    items: CodeTable,
+    items: CodeTable | Retriever,
     k: int = 20,
     item_degree: Tensor | None = None,
     rank_by: RankBy = "score",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` item rows (int64 ``[<=k]``) and scores for an anonymous list of items: fold in,
     quantize like a user, rank every item but the given ones (what ``hqgnn recommend --items`` and
-    ``POST /recommend`` answer)."""
+    ``POST /recommend`` answer).
+
+    ``items``: the item codes, or a :class:`Retriever` already built over them (a service's: its
+    index is reused and only the given items' codes are read; ``rank_by`` is then the
+    retriever's). Only the given rows are dequantized, with the same arithmetic as
+    :func:`fold_in` over the whole table, so both give the same code.
+    """
     rows = torch.unique(torch.as_tensor(item_rows, dtype=torch.int64))
-    user = code_rows(fold_in(rows, torch.from_numpy(items.dequantize()), item_degree)[None], items.bits)
-    seen = InteractionMatrix.from_pairs(np.zeros(rows.numel(), np.int64), rows.numpy(), 1, len(items))
-    return Retriever(user, items, rank_by).recommend(0, k, seen)
+    num_items = items.num_items if isinstance(items, Retriever) else len(items)
+    if rows.numel() == 0:
+        raise ValueError("fold_in needs at least one item row, got none")
+    if int(rows.min()) < 0 or int(rows.max()) >= num_items:
+        raise ValueError(f"item_rows out of range [0, {num_items}): min {int(rows.min())}, max {int(rows.max())}")
+    if item_degree is not None and torch.as_tensor(item_degree).numel() != num_items:
+        raise ValueError(f"item_degree has {torch.as_tensor(item_degree).numel()} entries, expected {num_items}")
+    picked = items.item_rows(rows.numpy()) if isinstance(items, Retriever) else items.subset(rows.numpy())
+    degree = None if item_degree is None else torch.as_tensor(item_degree, dtype=torch.float32)[rows]
+    vector = fold_in(torch.arange(rows.numel()), torch.from_numpy(picked.dequantize()), degree)
+    user = code_rows(vector[None], picked.bits)
+    seen = InteractionMatrix.from_pairs(np.zeros(rows.numel(), np.int64), rows.numpy(), 1, num_items)
+    retriever = items.with_queries(user) if isinstance(items, Retriever) else Retriever(user, items, rank_by)
+    return retriever.recommend(0, k, seen)
 
 
 def _weights(rows: Tensor, item_degree: Tensor | None, num_items: int) -> Tensor:

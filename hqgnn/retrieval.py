@@ -62,7 +62,10 @@ class Retriever:
         scaled_index_min_items: 1-bit score top-K goes through the bucketed FAISS index from this
             catalog size on; below it one brute-force pass (``faiss.hammings``) is cheaper (its 16
             FAISS calls per batch cost more than they save: 0.82x vs 1.13x fp32 at 41 k items,
-            7-9x vs 0.5x at 1 M; BENCHMARKS.md).
+            7-9x vs 0.5x at 1 M; BENCHMARKS.md). That index then holds the only copy of the
+            item codes (16 B per item at d = 64, :class:`hqgnn.scaled_hamming.ScaledHammingIndex`):
+            the retriever keeps no reference to ``items.packed`` (drop yours to free it), reads
+            rows through :meth:`item_rows`, and :attr:`items` gathers the whole table on demand.
 
     Example:
         >>> r = Retriever(user_codes, item_codes)
@@ -88,9 +91,11 @@ class Retriever:
             raise ValueError(f"rank_by='hamming' needs 1-bit codes, got {users.bits} bits")
         if hamming_index not in ("flat", "hnsw") or (hamming_index == "hnsw" and rank_by != "hamming"):
             raise ValueError(f"hamming_index must be 'flat' or 'hnsw' ('hnsw' with rank_by='hamming' only), got {hamming_index!r}")
-        self.users, self.items, self.rank_by = users, items, rank_by
+        self.users, self.rank_by = users, rank_by
+        self._items: CodeTable | None = items  # None when the bucketed 1-bit index holds the codes
         self.bits, self.dim, self.num_items = users.bits, users.dim, len(items)
         self.item_block = item_block
+        self._item_scale = items.scale  # float32 [num_items]
         self._scale = torch.from_numpy(items.scale)
         self._index: faiss.IndexBinary | None = None
         self._scaled: ScaledHammingIndex | None = None
@@ -103,8 +108,47 @@ class Retriever:
             self._index.add(items.packed)
         elif self.bits == 1 and self.num_items >= scaled_index_min_items:
             self._scaled = ScaledHammingIndex(items.packed, items.scale, self.dim)
+            self._item_scale = self._scaled.scale  # the same array
+            self._items = None  # the index holds the only copy of the packed codes
         elif self.bits != 1:
             self._values = torch.from_numpy(items.values)  # int8 [n, d] (float32 for 32 bits)
+
+    @property
+    def items(self) -> CodeTable:
+        """The item codes, by item index. With the bucketed 1-bit index (which holds the only
+        copy of the packed codes) a packed-only table gathered now, ``[num_items]`` rows: use
+        :meth:`item_rows` for a few."""
+        if self._items is not None:
+            return self._items
+        return self.item_rows(np.arange(self.num_items))
+
+    def item_rows(self, rows: np.ndarray) -> CodeTable:
+        """The codes of items ``rows`` (int ``[m]``) as a table of ``m`` rows (e.g. queries for
+        item-to-item similarity, or fold-in's item vectors)."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if self._scaled is not None:
+            return CodeTable.from_packed(self._scaled.packed_rows(rows), self._item_scale[rows], self.bits, self.dim)
+        assert self._items is not None
+        return self._items.subset(rows)
+
+    def item_nbytes(self) -> dict[str, int]:
+        """Bytes the ranking holds for the items, by part (everything reachable from this
+        retriever that grows with the catalogue; arrays shared between parts counted once)."""
+        if self._scaled is not None:
+            s = self._scaled
+            codes = sum(ix.ntotal * ix.code_size for ix in s.indexes)
+            return {"faiss_codes": codes, "scale": s.scale.nbytes, "order": s.order.nbytes,
+                    "buckets": s.nbytes - codes - s.scale.nbytes - s.order.nbytes}
+        assert self._items is not None
+        out = {"packed": self._items.packed.nbytes, "scale": self._items.scale.nbytes,
+               "unpacked": self._items.nbytes - self._items.packed.nbytes - self._items.scale.nbytes}
+        if self.bits != 1:  # the int8/float32 codes the GEMM blocks read: the table's, or unpacked here
+            values = self._values.numpy()
+            if not any(np.may_share_memory(values, a) for a in (self._items.unpacked, self._items.packed) if a is not None):
+                out["unpacked"] += values.nbytes
+        if self._index is not None:
+            out["faiss_index"] = _faiss_nbytes(self._index)
+        return out
 
     @property
     def certified_share(self) -> float:
@@ -122,11 +166,15 @@ class Retriever:
         """
         u = _as_numpy(users)
         if self.bits == 1:
-            ham = hamming_matrix(self.users.packed[u], self.items.packed)
+            if self._scaled is not None:
+                ham = self._scaled.hamming(self.users.packed[u])
+            else:
+                assert self._items is not None
+                ham = hamming_matrix(self.users.packed[u], self._items.packed)
             if self.rank_by == "hamming":
                 return torch.from_numpy(self.dim - ham)
-            return torch.from_numpy(one_bit_score(ham, self.items.scale, self.dim))
-        q = torch.from_numpy(self.users.values[u]).to(torch.float32)
+            return torch.from_numpy(one_bit_score(ham, self._item_scale, self.dim))
+        q = torch.from_numpy(self.users.value_rows(u)).to(torch.float32)
         out = torch.empty(len(u), self.num_items, dtype=torch.float32)
         for start in range(0, self.num_items, self.item_block):
             block = self._values[start : start + self.item_block].to(torch.float32)
@@ -208,7 +256,7 @@ class Retriever:
 
         The union of the blocks' top-``k`` under (score desc, index asc) holds the global top-``k``
         under the same total order, so the merge is exact, ties included."""
-        q = torch.from_numpy(self.users.values[users]).to(torch.float32)
+        q = torch.from_numpy(self.users.value_rows(users)).to(torch.float32)
         mask = exclusion_mask(torch.from_numpy(users), exclude)
         cand_idx, cand_scores = [], []
         for start in range(0, self.num_items, self.item_block):
@@ -284,6 +332,12 @@ def _best_of(scores: Tensor, mask: Tensor | None, k: int) -> tuple[Tensor, Tenso
         scores.masked_fill_(mask, float("-inf"))
     idx = masked_topk(scores, None, k)
     return idx, scores.gather(1, idx)
+
+
+def _faiss_nbytes(index: faiss.IndexBinary) -> int:
+    """Codes a FAISS binary index holds (its graph, for HNSW, not included)."""
+    storage = index.storage if isinstance(index, faiss.IndexBinaryHNSW) else index
+    return int(storage.ntotal * storage.code_size)
 
 
 def _as_numpy(users: Tensor | np.ndarray) -> np.ndarray:

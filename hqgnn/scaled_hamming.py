@@ -54,8 +54,19 @@ def one_bit_score(dist: np.ndarray, scale: np.ndarray, dim: int) -> np.ndarray:
 class ScaledHammingIndex:
     """Top-K items by ``s_i (d − 2 H)`` over packed 1-bit item codes.
 
+    Storage, 16 bytes per item at d = 64 (``code_bytes + 8``): the items sit in bucket order
+    (bucket by bucket, original order inside each), each bucket a ``faiss.IndexBinaryFlat``
+    that holds *the only copy* of its packed codes (exact re-scoring and brute force read them
+    through a zero-copy numpy view of the index's storage); ``scale`` float32 ``[n]`` in the
+    original order (the caller's array, not copied); ``order`` int32 ``[n]``: bucket position →
+    original index. No per-item bucket number: an item's bucket follows from its scale (the
+    same ``log s`` edges), and its position from a binary search of its bucket's slice of
+    ``order`` (ascending inside a bucket). Returned items are original indices, and ties break
+    by them, as :meth:`hqgnn.retrieval.Retriever.topk` does everywhere.
+
     Args:
-        packed: uint8 ``[n, nbytes]`` item codes (:mod:`hqgnn.codes` layout).
+        packed: uint8 ``[n, nbytes]`` item codes (:mod:`hqgnn.codes` layout); copied into the
+            indexes, so the caller may drop its array afterwards.
         scale: float32 ``[n]`` item scales (> 0).
         dim: code width ``d`` in bits.
         buckets: scale ranges (more: tighter bounds, more FAISS calls).
@@ -65,25 +76,69 @@ class ScaledHammingIndex:
     """
 
     def __init__(self, packed: np.ndarray, scale: np.ndarray, dim: int, buckets: int = 16, oversample: float = 1.0, rounds: int = 3) -> None:
-        self.packed = np.ascontiguousarray(packed, dtype=np.uint8)
-        self.scale = np.asarray(scale, dtype=np.float32)
+        packed = np.asarray(packed, dtype=np.uint8)
+        self.scale = np.ascontiguousarray(scale, dtype=np.float32)
         self.dim, self.oversample, self.rounds = dim, oversample, rounds
-        self.num_items = self.packed.shape[0]
-        log_s = np.log(np.maximum(self.scale, np.finfo(np.float32).tiny))
-        edges = np.linspace(log_s.min(), log_s.max(), max(1, buckets) + 1)[1:-1]
-        which = np.searchsorted(edges, log_s, side="right")
-        # int32 item ids and a uint8 bucket number per item: 5 B/item on top of FAISS's code copy
-        self.members = [ids.astype(np.int32) for ids in (np.flatnonzero(which == b) for b in range(max(1, buckets))) if len(ids)]
-        self.bucket_of = np.empty(self.num_items, dtype=np.uint8 if len(self.members) <= 256 else np.int32)
+        self.num_items, self.code_size = packed.shape
+        log_s = _log_scale(self.scale)
+        self.edges = np.linspace(log_s.min(), log_s.max(), max(1, buckets) + 1)[1:-1] if self.num_items else np.zeros(0)
+        which = np.searchsorted(self.edges, log_s, side="right")
+        del log_s
+        self.order = np.argsort(which, kind="stable").astype(np.int32)  # bucket position -> original index
+        counts = np.bincount(which, minlength=max(1, buckets))
+        del which
+        self._compact = np.cumsum(counts > 0) - 1  # bucket number -> index among the non-empty ones
+        sizes = counts[counts > 0]
+        self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)  # [nb + 1] bucket ranges of `order`
         self.indexes: list[faiss.IndexBinaryFlat] = []
-        for b, ids in enumerate(self.members):
-            self.bucket_of[ids] = b
-            index = faiss.IndexBinaryFlat(8 * self.packed.shape[1])
-            index.add(self.packed[ids])
-            self.indexes.append(index)
-        self.s_min = np.array([self.scale[ids].min() for ids in self.members], dtype=np.float32)
-        self.s_max = np.array([self.scale[ids].max() for ids in self.members], dtype=np.float32)
+        self._codes: list[np.ndarray] = []  # zero-copy views [n_b, nbytes] of the indexes' storage
+        for b in range(len(sizes)):
+            index = faiss.IndexBinaryFlat(8 * self.code_size)
+            index.add(np.ascontiguousarray(packed[self.order[self.starts[b] : self.starts[b + 1]]]))
+            self.indexes.append(index)  # never added to again: the view below stays valid
+            self._codes.append(_storage_view(index))
+        self.s_min = np.array([self.scale[self._members(b)].min() for b in range(len(sizes))], dtype=np.float32)
+        self.s_max = np.array([self.scale[self._members(b)].max() for b in range(len(sizes))], dtype=np.float32)
         self.last_certified = 0.0  # share of queries of the last search answered without brute force
+
+    def _members(self, b: int) -> np.ndarray:
+        """int32 original indices of bucket ``b``, ascending (a view of ``order``)."""
+        return self.order[self.starts[b] : self.starts[b + 1]]
+
+    def bucket_of(self, items: np.ndarray) -> np.ndarray:
+        """int64 bucket (among the non-empty ones) of original items ``items`` ``[m]``, from their scales."""
+        items = np.asarray(items, dtype=np.int64)
+        return self._compact[np.searchsorted(self.edges, _log_scale(self.scale[items]), side="right")].astype(np.int64)
+
+    def packed_rows(self, items: np.ndarray) -> np.ndarray:
+        """uint8 ``[m, nbytes]``: a copy of the packed codes of original items ``items`` ``[m]``."""
+        items = np.asarray(items, dtype=np.int64).reshape(-1)
+        out = np.empty((len(items), self.code_size), dtype=np.uint8)
+        which = self.bucket_of(items)
+        for b in np.unique(which):
+            sel = np.flatnonzero(which == b)
+            members = self._members(int(b))
+            pos = np.searchsorted(members, items[sel])
+            if (pos >= len(members)).any() or (members[np.minimum(pos, len(members) - 1)] != items[sel]).any():
+                raise IndexError(f"item index out of range 0..{self.num_items - 1}: {items[sel].tolist()[:5]}")
+            out[sel] = self._codes[int(b)][pos]
+        return out
+
+    def hamming(self, queries: np.ndarray) -> np.ndarray:
+        """int32 ``[nq, n]`` Hamming distances to every item, columns in original item order."""
+        queries = np.ascontiguousarray(queries, dtype=np.uint8)
+        out = np.empty((queries.shape[0], self.num_items), dtype=np.int32)
+        for b, codes in enumerate(self._codes):
+            out[:, self._members(b)] = hamming_matrix(queries, codes)
+        return out
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held for the items: FAISS's codes, ``order``, ``scale`` (shared with the caller)
+        and the per-bucket arrays."""
+        codes = sum(ix.ntotal * ix.code_size for ix in self.indexes)
+        small = self.edges.nbytes + self._compact.nbytes + self.starts.nbytes + self.s_min.nbytes + self.s_max.nbytes
+        return int(codes + self.order.nbytes + self.scale.nbytes + small)
 
     def search(self, queries: np.ndarray, k: int, banned: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` best items per query, best first.
@@ -97,14 +152,14 @@ class ScaledHammingIndex:
             fewer than ``k`` allowed items end with item ``-1`` and score ``-inf``.
         """
         queries = np.ascontiguousarray(queries, dtype=np.uint8)
-        nq, k, nb = queries.shape[0], min(k, self.num_items), len(self.members)
+        nq, k, nb = queries.shape[0], min(k, self.num_items), len(self.indexes)
         banned = list(banned) if banned is not None else [np.empty(0, np.int64)] * nq
         ban_keys = _ban_keys(banned, self.num_items)
-        size = np.array([len(ids) for ids in self.members])
+        size = np.diff(self.starts)
         want = np.full((nq, nb), int(np.ceil(k * self.oversample)), dtype=np.int64)
         for r, ban in enumerate(banned):  # the query's banned items in a bucket come on top
             if len(ban):
-                want[r] += np.bincount(self.bucket_of[ban], minlength=nb)
+                want[r] += np.bincount(self.bucket_of(ban), minlength=nb)
         want = np.minimum(want, size)
         found = [_Candidates(nq) for _ in range(nb)]
         todo = np.ones((nq, nb), dtype=bool)
@@ -112,7 +167,7 @@ class ScaledHammingIndex:
             for b in np.flatnonzero(todo.any(axis=0)):
                 rows = np.flatnonzero(todo[:, b])
                 dist, local = self.indexes[b].search(queries[rows], int(want[rows, b].max()))
-                items = self.members[b][local].astype(np.int64)
+                items = self._members(int(b))[local].astype(np.int64)
                 score = one_bit_score(dist, self.scale[items], self.dim)
                 if ban_keys.size:
                     score[np.isin(rows[:, None] * self.num_items + items, ban_keys)] = -np.inf
@@ -131,11 +186,26 @@ class ScaledHammingIndex:
         return top_items, top_scores
 
     def _brute_force(self, query: np.ndarray, k: int, banned: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-``k`` of one query over all items (``faiss.hammings``)."""
-        score = one_bit_score(hamming_matrix(query, self.packed)[0], self.scale, self.dim)
+        """Exact top-``k`` of one query over all items (``faiss.hammings`` per bucket)."""
+        score = one_bit_score(self.hamming(query)[0], self.scale, self.dim)
         score[banned] = -np.inf
         items, scores = _best_k(np.arange(self.num_items)[None, :], score[None, :], k)
         return items[0], scores[0]
+
+
+def _log_scale(scale: np.ndarray) -> np.ndarray:
+    """``log s`` as the buckets cut it (float32, clamped above 0): the same value for an item
+    whether computed over all scales or a few."""
+    return np.log(np.maximum(np.asarray(scale, dtype=np.float32), np.finfo(np.float32).tiny))
+
+
+def _storage_view(index: faiss.IndexBinaryFlat) -> np.ndarray:
+    """uint8 ``[ntotal, code_size]`` numpy view of an IndexBinaryFlat's codes, no copy; valid
+    while ``index`` lives and is not added to."""
+    n = index.ntotal * index.code_size
+    if n == 0:
+        return np.empty((0, index.code_size), dtype=np.uint8)
+    return faiss.rev_swig_ptr(index.xb.data(), n).reshape(index.ntotal, index.code_size)  # type: ignore[attr-defined]  # SWIG, no stub
 
 
 class _Candidates:

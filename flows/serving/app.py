@@ -41,6 +41,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
 )
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -79,23 +80,45 @@ class ItemsBody(BaseModel):
 
 
 class _Metrics:
-    """Prometheus metrics of one app (own registry: several apps in one process never clash)."""
+    """Prometheus metrics of one app (own registry: several apps in one process never clash).
+
+    With ``PROMETHEUS_MULTIPROC_DIR`` set (``hqgnn serve --workers N`` sets it to a fresh
+    folder), prometheus_client's multiprocess mode: every worker writes its values there and
+    ``/metrics``, whichever worker answers, reports all of them: counters and histograms summed
+    over the workers, the version gauge as the largest value among live workers (during a swap
+    both versions show 1 until every worker has swapped, then the old one 0).
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self.requests = Counter("hqgnn_requests", "HTTP requests by endpoint and status", ["endpoint", "status"], registry=self.registry)
         self.latency = Histogram("hqgnn_request_seconds", "request latency in seconds", ["endpoint"], buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.version = Gauge("hqgnn_code_version_info", "the served code version (value 1)", ["version", "bits", "dim"], registry=self.registry)
-        self.loaded = Gauge("hqgnn_code_version_loaded_timestamp_seconds", "when the served version was loaded", registry=self.registry)
+        self.version = Gauge("hqgnn_code_version_info", "the served code version (value 1)", ["version", "bits", "dim"],
+                             registry=self.registry, multiprocess_mode="livemax")
+        self.loaded = Gauge("hqgnn_code_version_loaded_timestamp_seconds", "when the served version was loaded",
+                            registry=self.registry, multiprocess_mode="livemax")
         self.swaps = Counter("hqgnn_version_swaps", "hot swaps to a new code version", registry=self.registry)
         self.refusals = Counter("hqgnn_version_refusals", "code versions refused (failed verification)", registry=self.registry)
+        self._shown: tuple[str, str, str] | None = None
 
     def served(self, v: LoadedVersion, replaced: bool) -> None:
         if replaced:
             self.swaps.inc()
+        if self._shown is not None:  # multiprocess mode keeps a cleared label's last value: write 0 first
+            self.version.labels(*self._shown).set(0)
         self.version.clear()
-        self.version.labels(v.name, str(v.bits), str(v.dim)).set(1)
+        self._shown = (v.name, str(v.bits), str(v.dim))
+        self.version.labels(*self._shown).set(1)
         self.loaded.set(time.time())
+
+    def exposition(self) -> bytes:
+        """The Prometheus text of this process, or of every worker in multiprocess mode."""
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
 
 
 class _Measure:
@@ -243,7 +266,7 @@ def create_app(
 
     @app.get("/metrics")
     def prometheus() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     _error_handlers(app)
     return app

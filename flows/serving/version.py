@@ -92,8 +92,7 @@ class LoadedVersion:
     name: str
     path: Path
     manifest: dict[str, Any]
-    retriever: Retriever  # user codes x item codes, rank_by="score"
-    item_retriever: Retriever  # item codes as queries x the same item index (GET /similar)
+    retriever: Retriever  # user codes x item codes, rank_by="score"; item rows: retriever.item_rows
     user_ids: IdMap  # original ids <-> dense user indices
     item_ids: IdMap
     train: InteractionMatrix  # [num_users, num_items]: the seen items, by code row
@@ -147,7 +146,7 @@ class LoadedVersion:
         """Top-``k`` items for item ``item`` by the same code score (its own code as the query),
         the item itself left out."""
         me = InteractionMatrix.from_pairs(np.zeros(1, dtype=np.int64), np.array([item]), 1, len(self.item_ids))
-        got, scores = self.item_retriever.recommend(item, k, me)
+        got, scores = self.retriever.with_queries(self.retriever.item_rows(np.array([item]))).recommend(0, k, me)
         return Ranked(self.item_ids.take(got), [float(s) for s in scores])
 
 
@@ -155,7 +154,7 @@ class LoadedVersion:
         """Top-``k`` for an anonymous user who interacted with dense ``items`` (fold-in: the
         user's code from these items' codes, ranked like a known user, the items themselves
         excluded; :func:`hqgnn.fold_in.recommend_for_items`, as ``hqgnn recommend --items``)."""
-        got, scores = recommend_for_items(torch.as_tensor(items, dtype=torch.int64), self.retriever.items, k, self.item_degree)
+        got, scores = recommend_for_items(torch.as_tensor(items, dtype=torch.int64), self.retriever, k, self.item_degree)
         return Ranked(self.item_ids.take(got), [float(x) for x in scores])
 
 
@@ -199,15 +198,17 @@ def load_version(workdir_root: Path, path: Path, verify: bool = True, scaled_ind
         codes = read_code_version(path)
     except ValueError as e:
         raise InputError(str(e)) from e
+    # From the bucketed index's size on, the index holds the only copy of the item codes
+    # (16 B/item at d = 64); below, the packed-only table (12 B/item). Nothing keeps `codes`.
     retriever = Retriever(codes.users, codes.items, "score", scaled_index_min_items=scaled_index_min_items)
     train, degree = _seen_and_degrees(train_path.parent, codes.user_ids, codes.item_ids)
     loaded = LoadedVersion(
         name=path.name, path=path, manifest=manifest, retriever=retriever,
-        item_retriever=retriever.with_queries(codes.items),
         user_ids=_id_map(path, "user", len(codes.users)), item_ids=_id_map(path, "item", len(codes.items)),
         train=train, item_degree=degree,
     )
-    del codes  # the object-array ids of read_code_version: the IdMaps replace them
+    del codes  # the object-array ids of read_code_version (the IdMaps replace them) and, with the
+    # bucketed index, the packed item codes it copied
     release_freed_memory()
     return loaded
 

@@ -158,8 +158,8 @@ def _rows_on_known_items(train: InteractionMatrix, users: torch.Tensor, item_row
 def _concat(a: CodeTable, b: CodeTable) -> CodeTable:
     if (a.bits, a.dim) != (b.bits, b.dim):
         raise ValueError(f"cannot append {b.bits}-bit dim-{b.dim} codes to {a.bits}-bit dim-{a.dim} codes")
-    return CodeTable(a.bits, a.dim, np.concatenate([a.packed, b.packed]), np.concatenate([a.values, b.values]),
-                     np.concatenate([a.scale, b.scale]))
+    packed, scale = np.concatenate([a.packed, b.packed]), np.concatenate([a.scale, b.scale])
+    return CodeTable.from_packed(packed, scale, a.bits, a.dim)  # packed-only: unpacked on demand
 
 
 def _validate(folder: Path, parent: CodeVersion, users: CodeTable, user_ids: np.ndarray, docs: Path | None) -> None:

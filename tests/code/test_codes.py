@@ -79,6 +79,11 @@ def test_code_table_dequantize_and_shapes() -> None:
     t = CodeTable.from_values(values, scale, 4)
     assert np.allclose(t.dequantize(), values * scale[:, None])
     back = CodeTable.from_packed(t.packed, t.scale, 4, 16)
-    assert np.array_equal(back.values, values)
+    assert back.unpacked is None and np.array_equal(back.values, values)  # packed-only: unpacked on demand
+    assert np.array_equal(back.value_rows(np.array([5, 0])), values[[5, 0]])
+    assert np.allclose(back.dequantize(), t.dequantize()) and back.nbytes == 6 * 8 + 6 * 4
+    assert np.array_equal(back.subset(np.array([1])).values, values[[1]]) and back.subset(np.array([1])).unpacked is None
+    assert CodeTable.from_packed(t.packed, t.scale, 4, 16, unpack=True).unpacked is not None
+    assert t.nbytes == 6 * 8 + 6 * 4 + 6 * 16 and t.packed_only().unpacked is None
     with pytest.raises(ValueError, match="shapes disagree"):
         CodeTable(4, 16, t.packed[:, :3], t.values, t.scale)

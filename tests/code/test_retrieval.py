@@ -139,7 +139,7 @@ def test_with_queries_shares_the_item_index_and_ranks_like_a_fresh_retriever(bit
     users, items = tables(bits)
     r = Retriever(users, items, scaled_index_min_items=min_items)
     one = r.with_queries(users.subset(np.array([3])))
-    assert one.items is r.items and one._scaled is r._scaled and r.users is users  # nothing rebuilt, r unchanged
+    assert one._items is r._items and one._scaled is r._scaled and r.users is users  # nothing rebuilt, r unchanged
     seen = InteractionMatrix.from_pairs(np.zeros(4, np.int64), np.array([0, 5, 7, 40]), 1, len(items))
     got, scores = r.recommend(3, 10, seen)
     fresh = Retriever(users.subset(np.array([3])), items, scaled_index_min_items=min_items).topk(np.array([0]), 10, [seen])
@@ -147,3 +147,52 @@ def test_with_queries_shares_the_item_index_and_ranks_like_a_fresh_retriever(bit
     assert np.allclose(scores, fresh[1][0] * users.scale[3])
     with pytest.raises(ValueError, match="query codes"):
         r.with_queries(tables(2 if bits != 2 else 4)[0])
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8, 32])
+def test_a_packed_only_table_ranks_like_the_unpacked_one(bits: int) -> None:
+    users, items = tables(bits, n_items=300)
+    lean_u, lean_i = users.packed_only(), items.packed_only()
+    assert lean_i.unpacked is None or bits == 32
+    assert lean_i.nbytes == items.packed.nbytes + items.scale.nbytes  # no unpacked copy counted
+    train = InteractionMatrix.from_pairs(np.repeat(np.arange(12), 3), np.arange(36) % 300, 12, 300)
+    for min_items in (100_000, 0):
+        want = Retriever(users, items, scaled_index_min_items=min_items).topk(np.arange(12), 15, [train])
+        got = Retriever(lean_u, lean_i, scaled_index_min_items=min_items).topk(np.arange(12), 15, [train])
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+    assert np.array_equal(Retriever(lean_u, lean_i).scores(np.arange(12)), Retriever(users, items).scores(np.arange(12)))
+
+
+def test_the_bucketed_index_holds_the_only_copy_of_the_codes_16_bytes_per_item() -> None:
+    users, items = tables(1, n_items=3000)
+    r = Retriever(users, items.packed_only(), scaled_index_min_items=0)
+    held = r.item_nbytes()
+    assert r._items is None and set(held) == {"faiss_codes", "scale", "order", "buckets"}
+    assert held["faiss_codes"] == 8 * 3000 and held["buckets"] < 1024, held  # buckets: a few arrays of 16 entries
+    assert sum(held.values()) - held["buckets"] == 16 * 3000  # code 8 + scale 4 + order 4
+    # the codes read back through the index's storage, in item order, equal the table's
+    rows = np.array([2999, 0, 17, 17, 1500])
+    assert np.array_equal(r.item_rows(rows).packed, items.packed[rows])
+    assert np.array_equal(r.items.packed, items.packed) and np.array_equal(r.items.scale, items.scale)
+    with pytest.raises(IndexError):
+        r.item_rows(np.array([3000]))
+    plain = Retriever(users, items.packed_only())
+    assert sum(plain.item_nbytes().values()) == 12 * 3000  # one scan: packed code + scale
+
+
+def test_bucketed_and_plain_paths_rank_alike_with_ties_by_item_index() -> None:
+    """Many exact ties across scale buckets (a few distinct codes, scales from a short list):
+    the bucketed index, which stores items in bucket order, still breaks ties by item index."""
+    rng = np.random.default_rng(11)
+    base = rng.choice([-1, 1], size=(4, 64))
+    items = CodeTable.from_values(base[rng.integers(0, 4, 2000)], rng.choice([0.5, 1.0, 2.0, 4.0], 2000), 1)
+    users = CodeTable.from_values(base[[0, 1, 2, 3, 0]], np.ones(5), 1)
+    train = InteractionMatrix.from_pairs(np.array([0, 0, 4]), np.array([3, 1999, 8]), 5, 2000)
+    bucketed, plain = Retriever(users, items, scaled_index_min_items=0), Retriever(users, items)
+    assert bucketed._scaled is not None and plain._scaled is None
+    got, want = bucketed.topk(np.arange(5), 50, [train]), plain.topk(np.arange(5), 50, [train])
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+    full = plain.scores(np.arange(5)).numpy()
+    assert np.array_equal(bucketed.scores(np.arange(5)).numpy(), full)
+    for u in range(5):
+        assert got[0][u].tolist() == [j for j in np.lexsort((np.arange(2000), -full[u])) if j not in train.indices[train.indptr[u]:train.indptr[u + 1]].tolist()][:50]

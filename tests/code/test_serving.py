@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -301,3 +305,73 @@ def test_batched_ranking_equals_one_user_at_a_time(template: tuple[Path, list[st
         for u in users:
             one = v.recommend(u, 25, exclude_seen)
             assert many[u].ids == one.ids and many[u].scores == one.scores
+
+
+def test_the_bucketed_index_holds_16_bytes_per_item_and_answers_like_the_scan(template: tuple[Path, list[str]]) -> None:
+    """With the bucketed index the served version keeps the item codes once (in the index: code
+    8 B + scale 4 B + bucket-order permutation 4 B per item at d = 64) and every endpoint's
+    ranking is the one-scan version's, item for item, scores included."""
+    root, names = template
+    path = root / "codes" / names[-1]
+    bucketed = load_version(root, path, verify=False, scaled_index_min_items=1)
+    scan = load_version(root, path, verify=False)
+    n = len(bucketed.item_ids)
+    held = bucketed.retriever.item_nbytes()
+    assert bucketed.retriever._items is None and held["faiss_codes"] == 8 * n
+    assert sum(held.values()) - held["buckets"] == 16 * n and held["buckets"] < 1024, held
+    assert sum(scan.retriever.item_nbytes().values()) == 12 * n  # packed-only table: no unpacked copy
+    for u in range(len(bucketed.user_ids)):
+        assert bucketed.recommend(u, 20) == scan.recommend(u, 20)
+    for i in range(0, n, 7):
+        assert bucketed.similar(i, 10) == scan.similar(i, 10)
+    for items in ([1, 2], [5, 60, 119], [0]):
+        assert bucketed.recommend_for_items(items, 10) == scan.recommend_for_items(items, 10)
+    w = WorkDir(root)
+    for user in ("u0", "u7", "u59"):  # and `hqgnn recommend`'s answer
+        want = recommend(w, user, 15, print_result=False, version=names[-1])
+        dense = bucketed.user_ids.index(user)
+        assert dense is not None
+        got = bucketed.recommend(dense, 15)
+        assert got.ids == list(want.item_ids) and got.scores == pytest.approx(list(want.scores), rel=1e-6)
+
+
+def test_workers_share_one_metrics_view(work: tuple[WorkDir, list[str]], tmp_path: Path) -> None:
+    """`hqgnn serve --workers 2`: /metrics, whichever worker answers, counts the requests of both
+    (prometheus_client multiprocess mode in a fresh folder, removed when the server stops)."""
+    w, _ = work
+    port, tmp = free_port(), tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--workdir", str(w.root), "--port", str(port), "--workers", "2"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert len(list(tmp.glob("hqgnn-serve-metrics-*"))) <= 1
+        pids, calls, deadline = set(), 0, time.monotonic() + 120
+        while len(pids) < 2:  # until both workers have answered (each connection goes to one)
+            assert proc.poll() is None and time.monotonic() < deadline, f"workers did not both start; pids {pids}"
+            try:
+                pids.add(httpx.get(f"{url}/version", timeout=10).json()["pid"])
+                calls += 1
+            except httpx.TransportError:
+                time.sleep(0.2)
+        for _ in range(20):
+            assert httpx.get(f"{url}/recommend", params={"user": "u3", "k": 5}).status_code == 200
+        seen_by = set()
+        for _ in range(6):
+            want = (f'hqgnn_requests_total{{endpoint="/version",status="200"}} {float(calls)}',
+                    'hqgnn_requests_total{endpoint="/recommend",status="200"} 20.0')
+            for _ in range(50):  # a request is counted just after its answer is sent: allow a moment
+                text = httpx.get(f"{url}/metrics").text
+                if all(line in text for line in want):
+                    break
+                time.sleep(0.05)
+            assert all(line in text for line in want), text
+            seen_by.add(httpx.get(f"{url}/version").json()["pid"])
+            calls += 1
+        assert seen_by <= pids
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+    assert not list(tmp.glob("hqgnn-serve-metrics-*")), "the metrics folder outlived the server"

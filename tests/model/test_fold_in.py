@@ -47,6 +47,27 @@ def test_recommend_for_items_never_returns_the_given_items() -> None:
     assert len(got) == 3 and not {0, 1} & set(got.tolist()) and np.all(np.diff(scores) <= 0)
 
 
+@pytest.mark.parametrize("bits", [1, 4])
+def test_recommend_for_items_through_a_retriever_equals_the_full_table(bits: int) -> None:
+    """A service passes its Retriever (the bucketed 1-bit index holds the only copy of the item
+    codes): only the given rows are read, and the answer is the full table's, scores included."""
+    rng = np.random.default_rng(4)
+    values = rng.choice([-1, 1], size=(500, 64)) if bits == 1 else rng.integers(-8, 8, size=(500, 64))
+    items = CodeTable.from_values(values, rng.uniform(0.5, 2.0, 500), bits)
+    degree = torch.from_numpy(rng.integers(1, 20, 500).astype(np.float32))
+    users = CodeTable.from_values(values[:1], np.ones(1), bits)
+    r = Retriever(users, items.packed_only(), scaled_index_min_items=0)
+    assert (r._items is None) == (bits == 1)
+    for rows in ([3, 77, 3, 499], [0], list(range(0, 500, 50))):
+        want = recommend_for_items(torch.tensor(rows), items, 15, degree)
+        got = recommend_for_items(torch.tensor(rows), r, 15, degree)
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+    with pytest.raises(ValueError, match="out of range"):
+        recommend_for_items(torch.tensor([500]), r, 5, degree)
+    with pytest.raises(ValueError, match="item_degree"):
+        recommend_for_items(torch.tensor([1]), r, 5, degree[:10])
+
+
 @pytest.fixture()
 def grown(tmp_path: Path) -> tuple[WorkDir, dict, np.ndarray, np.ndarray]:
     """1-bit codes published on the first 40 of 60 planted users; splits/current then holds all 60."""
