@@ -10,8 +10,8 @@ trained one: ``s_u s_i <q_u, q_i>``.
 
 Used by ``hqgnn foldin`` (new users of the warehouse), ``hqgnn recommend --items`` and the HTTP
 service (an anonymous list of items): :func:`fold_in` for one list, :func:`fold_in_users` for a
-batch, :func:`fold_in_codes` for a batch's codes (over the run's float item outputs, with
-optional code refinement), :func:`recommend_for_items` for the whole answer.
+batch, :func:`fold_in_codes` for a batch's codes (with optional
+user-code refinement, what ``hqgnn foldin`` runs), :func:`recommend_for_items` for the whole answer.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def code_rows(vectors: Tensor, bits: int) -> CodeTable:
 
 def fold_in_codes(
     interactions: InteractionMatrix,
-    item_outputs: Tensor,
+    item_table: Tensor,
     bits: int,
     item_degree: Tensor | None = None,
     refine_rounds: int = 0,
@@ -79,17 +79,17 @@ def fold_in_codes(
 ) -> CodeTable:
     """Codes ``[n_users, ...]`` of every row of ``interactions`` ``[n_users, num_items]``, folded in.
 
-    :func:`fold_in_users` over ``item_outputs`` ``[num_items, d]`` (best: the published run's
-    float item outputs, whose signs are the item codes; the dequantized codes work too), then, for
-    1 bit, up to ``refine_rounds`` rounds of :func:`hqgnn.code_refinement.refine_round` (the user's
+    :func:`fold_in_users` over ``item_table`` ``[num_items, d]`` (``hqgnn foldin``: the published
+    item codes dequantized; on Gowalla they beat the run's float item outputs, BENCHMARKS.md issue
+    16), then, for 1 bit, up to ``refine_rounds`` rounds of :func:`hqgnn.code_refinement.refine_round` (the user's
     signs placed against the item codes on its own items, the objective training's refinement
     uses; stops early after a round without flips), then the model's quantizer
     (:func:`code_rows`). Rows without items get the code of a zero vector.
     """
-    vectors = fold_in_users(interactions, item_outputs, item_degree)
+    vectors = fold_in_users(interactions, item_table, item_degree)
     if bits == 1:
         for _ in range(refine_rounds):
-            vectors, flips = refine_round(vectors, item_outputs.float(), interactions, temperature, top_m)
+            vectors, flips = refine_round(vectors, item_table.float(), interactions, temperature, top_m)
             if flips == 0:
                 break
     return code_rows(vectors, bits)
