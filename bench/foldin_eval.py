@@ -164,10 +164,10 @@ def evaluate(args: argparse.Namespace) -> None:
                      "pct_half_a": 100 * float(rec[mask & half_a].mean() / ref[mask & half_a].mean()),
                      "pct_half_b": 100 * float(rec[mask & ~half_a].mean() / ref[mask & ~half_a].mean()),
                      "ms_per_user": 1000 * seconds[name] / len(held) if name in seconds else None})
-    best_a = max((r for r in rows if "refine" in r["candidate"] and r["candidate"].startswith("float")), key=lambda r: r["pct_half_a"])
+    chosen = {base: max((r for r in rows if r["candidate"].startswith(f"{base}+refine")), key=lambda r: r["pct_half_a"])["candidate"]
+              for base in ("codes", "float") if args.rounds}
     out = {"held_users": len(held), "evaluated_users": int(mask.sum()), "half_a": int((mask & half_a).sum()),
-           "half_b": int((mask & ~half_a).sum()), "rows": rows, "float_refine_rounds_chosen_on_half_a": best_a["candidate"],
-           "load": os.getloadavg()}
+           "half_b": int((mask & ~half_a).sum()), "rows": rows, "rounds_chosen_on_half_a": chosen, "load": os.getloadavg()}
     (args.out / "eval.json").write_text(json.dumps(out, indent=1))
     print("| candidate | R@20 (all) | % of retrained: all / half A / half B | ms per user |\n|---|---|---|---|")
     for r in rows:

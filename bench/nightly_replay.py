@@ -12,8 +12,9 @@ nights then adds the next block of ``--block-days`` days (Grocery has ~75 intera
 - **gate**: the warm challenger against the published champion on tonight's validation split
   (:func:`hqgnn.comparison.compare`, tolerance 0.005); the champion moves when it passes;
 - **fold-in**: users who first appear tonight get codes from the champion BEFORE tonight's
-  training (:func:`hqgnn.fold_in.fold_in_users` over their train items, the champion's item
-  codes); their Recall@20 is compared with the same users' in tonight's cold retrain.
+  training (:func:`hqgnn.fold_in.fold_in_codes` over their train items and the champion's item
+  codes, with 0 and ``--foldin-refine`` rounds of code refinement; and over its float item
+  outputs); their Recall@20 is compared with the same users' in tonight's cold retrain.
 
 Every model is evaluated on the NEXT block's interactions (what a nightly model serves), of
 users and items it knows, its train and valid items masked; folded-in users on their next-block
@@ -21,7 +22,11 @@ and held-out interactions, ranked over the items both models know. Validation (e
 gate) = each user's last interaction in the window (users with >= 3). Library calls only (the
 same functions the stages call), no work directory: the replay measures the math and the time.
 
-    OMP_NUM_THREADS=2 .venv/bin/python bench/nightly_replay.py --nights 6 --block-days 14
+``--state FILE`` makes a replay resumable (the champion and the rows so far are saved after
+every night; a rerun with the same arguments continues), ``--max-minutes`` stops it between
+nights, so a long replay fits several benchmark slots.
+
+    OMP_NUM_THREADS=2 .venv/bin/python bench/nightly_replay.py --nights 6 --block-days 28 --no-warm-random
 """
 
 from __future__ import annotations
@@ -108,9 +113,10 @@ def next_metrics(model: CodeModel, data: SplitData, truth: InteractionMatrix) ->
 def foldin_quality(champion: CodeModel, champ_items: torch.Tensor, data: SplitData, cold: CodeModel, truth: InteractionMatrix,
                    refine_rounds: list[int]) -> dict[str, Any]:
     """Recall@20 of tonight's new users folded into ``champion`` vs the same users in ``cold``, per method:
-    ``codes`` (one-hop over the champion's 1-bit item codes), ``float`` (over its float item outputs
-    ``champ_items`` ``[I, d]``), ``float+refine<r>`` (then ``r`` rounds of code refinement, each ``r`` of ``refine_rounds``;
-    :func:`hqgnn.fold_in.fold_in_codes`); per-user recalls kept so nights can be pooled."""
+    ``codes`` (one-hop over the champion's 1-bit item codes), ``codes+refine<r>`` (then ``r`` rounds
+    of user-code refinement, each ``r`` of ``refine_rounds``: :func:`hqgnn.fold_in.fold_in_codes`,
+    what ``hqgnn foldin`` runs), ``float`` (one-hop over its float item outputs ``champ_items``
+    ``[I, d]``); per-user recalls kept so nights can be pooled."""
     new = torch.nonzero(match_rows(data.user_ids, champion.user_ids) < 0).flatten()
     item_rows = match_rows(data.item_ids, champion.item_ids)  # tonight's item -> champion row
     known_i = torch.nonzero(item_rows >= 0).flatten()
@@ -129,8 +135,8 @@ def foldin_quality(champion: CodeModel, champ_items: torch.Tensor, data: SplitDa
     target = restrict(held, users, known_i.numpy())
     seen = restrict(data.train, users, known_i.numpy())
     items = champion.items.subset(cols.numpy())  # champion items in tonight's known-item order
-    tables = {"codes": (torch.from_numpy(champion.items.dequantize()), 0), "float": (champ_items, 0),
-              **{f"float+refine{r}": (champ_items, r) for r in refine_rounds}}
+    codes = torch.from_numpy(champion.items.dequantize())
+    tables = {"codes": (codes, 0), **{f"codes+refine{r}": (codes, r) for r in refine_rounds}, "float": (champ_items, 0)}
     out: dict[str, Any] = {"users": len(users), "methods": list(tables)}
     for name, (table, rounds) in tables.items():
         t0 = time.perf_counter()
@@ -168,9 +174,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--float-warmup-epochs", type=int, default=20)
     p.add_argument("--warm-epochs", type=int, default=8)
     p.add_argument("--warm-lr", type=float, default=None, help="lr of warm runs (default --lr)")
+    p.add_argument("--warm-eval-every", type=int, default=2, help="validation every this many warm epochs (patience 2 validations)")
     p.add_argument("--user-mod", type=int, default=1, help="keep users whose integer id is divisible by this (a 1/N user sample; 1 = all)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--foldin-refine", type=int, nargs="*", default=[1, 2, 4, 8], help="code-refinement rounds of the float+refine<r> fold-ins")
+    p.add_argument("--foldin-refine", type=int, nargs="*", default=[1, 2, 4, 8], help="code-refinement rounds of the codes+refine<r> fold-ins")
     p.add_argument("--warm-random", action=argparse.BooleanOptionalAction, default=True, help="also run the warm-random ablation")
     p.add_argument("--state", type=Path, default=None,
                    help="resumable state: continue the replay saved here (if it exists) and save it after every night")
@@ -188,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
                   hutchinson_samples=4, hutchinson_batches=2, delta_every=5)
     cold_cfg = TrainRecipe(**common, lr=args.lr, epochs=args.cold_epochs, eval_every=5, patience=3,
                            float_warmup_epochs=args.float_warmup_epochs if args.bits != 32 else 0)
-    warm_cfg = TrainRecipe(**common, lr=args.warm_lr or args.lr, epochs=args.warm_epochs, eval_every=2, patience=2)
+    warm_cfg = TrainRecipe(**common, lr=args.warm_lr or args.lr, epochs=args.warm_epochs, eval_every=args.warm_eval_every, patience=2)
     root = Path(tempfile.mkdtemp(prefix="replay-"))
     began = time.perf_counter()
     state = torch.load(args.state, weights_only=False) if args.state and args.state.exists() else None
@@ -280,8 +287,9 @@ def table(rows: list[dict[str, Any]]) -> str:
     warm_s = sum(r["warm_neighbours"]["seconds"] for r in rows)
     out.append(f"\nOver the nights: warm R@20 {100 * warm_r / max(cold_r, 1e-12):.1f} % of cold at {100 * warm_s / cold_s:.1f} % of cold's training time.\n")
     methods = next((r["foldin"]["methods"] for r in rows if r["foldin"].get("methods")), [])
+    slow = ([m for m in methods if "refine" in m] or methods or ["codes"])[-1]  # the most refinement rounds
     out += ["| night | new users scored | retrained R@20 | " + " | ".join(f"fold-in {m}" for m in methods)
-            + " | ms/user (codes … last) |", "|---" * (4 + len(methods)) + "|"]
+            + f" | ms/user ({slow}) |", "|---" * (4 + len(methods)) + "|"]
     pooled: dict[str, list[float]] = {m: [] for m in (*methods, "retrained")}
     for r in rows:
         f = r["foldin"]
@@ -293,7 +301,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             pooled[m] += [f[f"per_user_{m}"][k] for k in scored]
         ref = f["r20_retrained"]
         cells = " | ".join(f"{f[f'r20_{m}']:.4f} ({100 * f[f'r20_{m}'] / ref:.0f} %)" if ref > 0 else f"{f[f'r20_{m}']:.4f}" for m in methods)
-        out.append(f"| {r['night']} | {f['evaluated']} | {ref:.4f} | {cells} | {f[f'ms_per_user_{methods[0]}']:.2f} … {f[f'ms_per_user_{methods[-1]}']:.2f} |")
+        out.append(f"| {r['night']} | {f['evaluated']} | {ref:.4f} | {cells} | {f[f'ms_per_user_{slow}']:.2f} |")
     ref = sum(pooled["retrained"])
     if ref > 0:
         out.append("\nFold-in pooled over the nights' new users: " + ", ".join(
