@@ -289,7 +289,7 @@ def foldin(
     bits: Annotated[int | None, typer.Option("--bits", help="Width whose published codes get the new users (default: that of codes/current).")] = None,
     snapshot: Annotated[str | None, typer.Option("--snapshot", help="Split snapshot with the new users (default: splits/current).")] = None,
     refine_rounds: Annotated[int | None, typer.Option("--refine-rounds", min=0,
-                                                      help="1 bit: rounds of user-code refinement after the fold-in (default 8).")] = None,
+                                                      help="1 bit: rounds of user-code refinement after the fold-in (default 4).")] = None,
     workdir: WorkdirOpt = DEFAULT_WORKDIR,
     config: ConfigOpt = None,
     wait: WaitOpt = None,

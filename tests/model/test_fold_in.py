@@ -94,7 +94,7 @@ def test_foldin_publishes_a_new_version_with_the_parents_rows_unchanged(grown: t
     assert new.user_ids.tolist() == [f"u{k}" for k in range(60)]
     manifest = json.loads((res.path / "manifest.json").read_text())
     assert manifest["foldin"]["parent_version"] == parent.name and manifest["gate"]["passed"] and manifest["run"] == "night1"
-    assert manifest["foldin"]["refine_rounds"] == 8  # the default (hqgnn.fold_in.fold_in_codes)
+    assert manifest["foldin"]["refine_rounds"] == 4  # the default (hqgnn.fold_in.fold_in_codes)
     assert manifest["num_users"] == 60 == manifest["foldin"]["users_from_parent"] + manifest["foldin"]["new_users"]
 
     # folded-in users rank their held-out items far above chance
