@@ -56,6 +56,7 @@ from flows.split_files import load_split
 from flows.stages.export import published_version
 from flows.workdir import WorkDir, atomic_dir, file_sha256, switch_pointer
 from hqgnn.codes import CodeTable
+from hqgnn.comparison import restrict
 from hqgnn.export import code_table_arrow
 from hqgnn.files import atomic_write_json
 from hqgnn.fold_in import fold_in_codes
@@ -105,7 +106,8 @@ def foldin(workdir: WorkDir, cfg: FoldInConfig, console: Console | None = None) 
     if n_new == 0:
         return _nothing(console, start, parent_dir.name, f"{new.numel()} new user(s), none with a train item the published codes know")
     item_codes = torch.from_numpy(parent.items.dequantize())  # the item side the service ranks with
-    added = fold_in_codes(_keep_rows(sub, has_items), item_codes, parent.bits, degree, cfg.refine_rounds)
+    rows_with_items = restrict(sub, torch.nonzero(has_items).flatten().numpy(), np.arange(len(parent.items)))
+    added = fold_in_codes(rows_with_items, item_codes, parent.bits, degree, cfg.refine_rounds)
     added_ids = split.user_ids[new[has_items].numpy()]
     compute_s = time.perf_counter() - t0
 
@@ -130,15 +132,6 @@ def foldin(workdir: WorkDir, cfg: FoldInConfig, console: Console | None = None) 
     console.print(f"[bold]foldin[/]: published {version}: {n_new} new user(s) folded into {parent_dir.name} "
                   f"({new.numel() - n_new} without a known item), {ms:.3f} ms/user", highlight=False)
     return FoldInResult(version, final, parent_dir.name, n_new, int(new.numel() - n_new), "published", seconds, ms)
-
-
-def _keep_rows(m: InteractionMatrix, keep: torch.Tensor) -> InteractionMatrix:
-    """The rows of ``m`` where ``keep`` (bool ``[num_users]``), in order."""
-    rows = torch.nonzero(keep).flatten()
-    pos = torch.full((m.num_users,), -1, dtype=torch.int64)
-    pos[rows] = torch.arange(rows.numel())
-    r = pos[m.rows()]
-    return InteractionMatrix.from_pairs(r[r >= 0], m.indices[r >= 0], rows.numel(), m.num_items)
 
 
 def _parent(workdir: WorkDir, bits: int | None) -> Path | None:

@@ -82,6 +82,7 @@ def grown(tmp_path: Path) -> tuple[WorkDir, dict, np.ndarray, np.ndarray]:
     return w, split, u, i
 
 
+@pytest.mark.usefixtures("one_thread")  # tiny tables: refinement's small ops on many threads crawl on a loaded machine
 def test_foldin_publishes_a_new_version_with_the_parents_rows_unchanged(grown: tuple) -> None:
     w, split, u, i = grown
     parent = (w.codes / "current").resolve()
