@@ -1,27 +1,37 @@
 """How long the deployments' recipes train on Gowalla (issue 16: warm night <= 10 min, cold <= 30 min).
 
-"Yesterday" = Gowalla's train.txt less a random 2 % of its interactions; "tonight" = all of
-train.txt (the 2 % arrive). A short cold run on yesterday (``--parent-epochs``, the
-``hqgnn/train`` recipe: batch 32,768, lr 2e-2 cosine, 1 bit GSTE after a float warm-up) gives the
-parent and the seconds per float and per quantized epoch; then tonight's warm run (the
-``hqgnn/nightly`` recipe: ``--warm-epochs``, user-code refinement on) is timed end to end, warm
-table included. The cold 60-epoch time is extrapolated from the per-epoch times (stated as such).
-Validation: 5 % of each user's train items (as bench/quality.py). Library calls only.
+The recipes are read from ``prefect.yaml`` (``hqgnn/nightly``'s and ``hqgnn/train``'s ``train``
+sections, less the keys the stage resolves itself: device, init_from, warm_epochs), so the
+measurement follows the deployments. Validation: 5 % of each user's train items (as
+bench/quality.py). Library calls only. One mode per command (each fits a benchmark slot):
 
-    OMP_NUM_THREADS=2 .venv/bin/python bench/nightly_gowalla_timing.py
+- ``--mode warm``: "yesterday" = Gowalla's train.txt less a random 2 % of its interactions,
+  "tonight" = all of train.txt (the 2 % arrive). A short cold parent on yesterday
+  (``--parent-epochs``, not timed as a night), then tonight's warm run with the nightly recipe
+  (``epochs = warm_epochs``, no float warm-up after a quantized parent, as
+  ``flows.stages.train.pin_warm_start`` does), timed end to end, warm table included.
+- ``--mode cold``: the ``hqgnn/train`` recipe from scratch on all of train.txt, timed end to end
+  (measured, not extrapolated).
+
+``--refine N`` overrides the recipe's ``refine_user_codes`` (e.g. to time a lower setting).
+
+    flock /tmp/bench.lock env OMP_NUM_THREADS=2 PYTHONPATH=.:bench .venv/bin/python bench/nightly_gowalla_timing.py --mode warm
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from lightgcn_data import carve_valid, read_folder
 
 from hqgnn.checkpoint import load_checkpoint
@@ -31,7 +41,18 @@ from hqgnn.recipe import TrainRecipe
 from hqgnn.trainer import Trainer
 from hqgnn.warm_start import warm_start
 
-RECIPE = dict(bits=1, estimator="gste", batch_size=32768, lr=2e-2, lr_schedule="cosine", delta_every=10, seed=2024)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def deployment_recipes(path: Path = ROOT / "prefect.yaml") -> tuple[dict[str, Any], dict[str, Any]]:
+    """(cold, warm) TrainRecipe keyword sets of ``hqgnn/train`` and ``hqgnn/nightly`` as a worker runs them."""
+    deps = {d["name"]: d["parameters"]["train"] for d in yaml.safe_load(path.read_text())["deployments"] if d["name"] in ("train", "nightly")}
+    fields = set(TrainRecipe.model_fields)
+    cold = {k: v for k, v in deps["train"].items() if k in fields}
+    warm = {k: v for k, v in deps["nightly"].items() if k in fields}
+    warm["epochs"] = deps["nightly"].get("warm_epochs") or warm["epochs"]
+    warm["float_warmup_epochs"] = 0  # the parent is quantized (1 bit): no float warm-up (pin_warm_start)
+    return cold, warm
 
 
 def split(users: np.ndarray, items: np.ndarray, n_u: int, n_i: int, name: str) -> SplitData:
@@ -41,43 +62,57 @@ def split(users: np.ndarray, items: np.ndarray, n_u: int, n_i: int, name: str) -
     return SplitData(m(~is_valid), m(is_valid), m(np.zeros(len(users), bool)), n_u, n_i, ids_u, ids_i, name, Path(name), {})
 
 
+def _record(fit: Any, wall: float) -> dict[str, Any]:
+    rounds = (fit.code_refinement or {}).get("rounds", [])
+    refine_s = sum(r["seconds"] for r in rounds)
+    return {"wall_s": wall, "epochs_run": fit.epochs_run, "status": fit.status, "best_epoch": fit.best_epoch,
+            "train_s": wall - refine_s, "refine_s": refine_s, "refine_rounds": len(rounds),
+            "refine_rounds_kept": (fit.code_refinement or {}).get("rounds_kept"),
+            "refine_round_s": [round(r["seconds"], 1) for r in rounds],
+            "refine_valid_r20": [round(r["valid_recall@20"], 4) for r in rounds],
+            "valid_r20": fit.best_valid["recall@20"], "epoch_s": [round(r["epoch_seconds"], 1) for r in fit.history]}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--mode", choices=("warm", "cold"), default="warm")
     p.add_argument("--data", type=Path, default=Path("/work/shared/data/gowalla-lightgcn"))
     p.add_argument("--parent-epochs", type=int, default=4)
-    p.add_argument("--warm-epochs", type=int, default=10)
-    p.add_argument("--refine", type=int, default=8)
+    p.add_argument("--refine", type=int, default=None, help="refine_user_codes (default: the recipe's)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    cold_kw, warm_kw = deployment_recipes()
+    if args.refine is not None:
+        cold_kw["refine_user_codes"] = warm_kw["refine_user_codes"] = args.refine
     u, i = read_folder(args.data)["train"]
     n_u, n_i = int(u.max()) + 1, int(i.max()) + 1
-    keep = np.random.default_rng(0).random(len(u)) >= 0.02
-    yesterday, tonight = split(u[keep], i[keep], n_u, n_i, "yesterday"), split(u, i, n_u, n_i, "tonight")
+    tonight = split(u, i, n_u, n_i, "tonight")
     root = Path(tempfile.mkdtemp(prefix="gowalla-timing-"))
+    out: dict[str, Any] = {"mode": args.mode, "train_interactions": tonight.train.nnz, "load_before": os.getloadavg()}
     try:
-        warmup = args.parent_epochs // 2
-        parent_cfg = TrainRecipe(**RECIPE, epochs=args.parent_epochs, float_warmup_epochs=warmup, eval_every=args.parent_epochs, patience=4)
-        t0 = time.perf_counter()
-        fit = Trainer(parent_cfg, yesterday, root / "parent", torch.device("cpu")).fit()
-        parent_s = time.perf_counter() - t0
-        h = fit.history
-        float_s = float(np.mean([r["epoch_seconds"] for r in h[:warmup]]))
-        quant_s = float(np.mean([r["epoch_seconds"] for r in h[warmup:-1]] or [h[-1]["epoch_seconds"]]))
-        eval_s = h[-1]["epoch_seconds"] - quant_s  # the last epoch also evaluated
-        state = load_checkpoint(root / "parent" / "best.pt")
-        table = state["model"]["embedding"]
-        t0 = time.perf_counter()
-        ws = warm_start(table[:n_u], table[n_u:], yesterday.user_ids, yesterday.item_ids, tonight.user_ids, tonight.item_ids, tonight.train)
-        warm_cfg = TrainRecipe(**RECIPE, epochs=args.warm_epochs, eval_every=5, patience=4, refine_user_codes=args.refine)
-        warm = Trainer(warm_cfg, tonight, root / "warm", torch.device("cpu"), initial_embedding=ws.embedding).fit()
-        warm_s = time.perf_counter() - t0
-        cold_60 = 30 * float_s + 30 * quant_s + 6 * eval_s
-        out = {"train_interactions_tonight": tonight.train.nnz, "parent_epochs": args.parent_epochs, "parent_wall_s": parent_s,
-               "float_epoch_s": float_s, "quantized_epoch_s": quant_s, "eval_s": eval_s,
-               "cold_60_epochs_extrapolated_s": cold_60, "warm_wall_s": warm_s, "warm_epochs_run": warm.epochs_run,
-               "warm_train_s": warm.seconds, "warm_valid_r20": warm.best_valid["recall@20"], "refinement": warm.code_refinement,
-               **ws.counts()}
+        if args.mode == "cold":
+            cfg = TrainRecipe(**cold_kw)
+            out["recipe"] = cfg.model_dump()
+            t0 = time.perf_counter()
+            fit = Trainer(cfg, tonight, root / "cold", torch.device("cpu")).fit()
+            out["cold"] = _record(fit, time.perf_counter() - t0)
+        else:
+            keep = np.random.default_rng(0).random(len(u)) >= 0.02
+            yesterday = split(u[keep], i[keep], n_u, n_i, "yesterday")
+            parent_cfg = TrainRecipe(**{**cold_kw, "epochs": args.parent_epochs, "float_warmup_epochs": args.parent_epochs // 2,
+                                        "eval_every": args.parent_epochs, "refine_user_codes": 0})
+            t0 = time.perf_counter()
+            Trainer(parent_cfg, yesterday, root / "parent", torch.device("cpu")).fit()
+            out["parent_wall_s"] = time.perf_counter() - t0
+            table = load_checkpoint(root / "parent" / "best.pt")["model"]["embedding"]
+            cfg = TrainRecipe(**warm_kw)
+            out["recipe"] = cfg.model_dump()
+            t0 = time.perf_counter()
+            ws = warm_start(table[:n_u], table[n_u:], yesterday.user_ids, yesterday.item_ids, tonight.user_ids, tonight.item_ids, tonight.train)
+            fit = Trainer(cfg, tonight, root / "warm", torch.device("cpu"), initial_embedding=ws.embedding).fit()
+            out["warm"] = {**_record(fit, time.perf_counter() - t0), **ws.counts()}
+        out["load_after"] = os.getloadavg()
         print(json.dumps(out, indent=1, default=str))
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -288,19 +288,22 @@ def recommend(
 def foldin(
     bits: Annotated[int | None, typer.Option("--bits", help="Width whose published codes get the new users (default: that of codes/current).")] = None,
     snapshot: Annotated[str | None, typer.Option("--snapshot", help="Split snapshot with the new users (default: splits/current).")] = None,
+    refine_rounds: Annotated[int | None, typer.Option("--refine-rounds", min=0,
+                                                      help="1 bit: rounds of user-code refinement after the fold-in (default 4).")] = None,
     workdir: WorkdirOpt = DEFAULT_WORKDIR,
     config: ConfigOpt = None,
     wait: WaitOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Codes for users in the warehouse's snapshot but not in the published model, without
-    retraining (LightGCN fold-in over their train items); published as a new code version."""
+    retraining (LightGCN fold-in over their train items, then user-code refinement against the
+    published item codes); published as a new code version."""
     from flows.stages.foldin import foldin as run_foldin
 
     def go() -> Any:
         from flows.config import FoldInConfig
 
-        cfg = with_overrides(load_pipeline_config(config).foldin or FoldInConfig(), bits=bits, snapshot=snapshot)
+        cfg = with_overrides(load_pipeline_config(config).foldin or FoldInConfig(), bits=bits, snapshot=snapshot, refine_rounds=refine_rounds)
         with workdir_lock(workdir, "foldin", wait):
             return run_foldin(WorkDir(workdir), cfg)
 

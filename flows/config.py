@@ -144,6 +144,7 @@ class FoldInConfig(StageConfig):
 
     bits: int | None = None  # the width whose published codes are extended (None: the width of codes/current)
     snapshot: str | None = None  # splits/<snapshot> with the new users' interactions; None = splits/current
+    refine_rounds: int = Field(4, ge=0)  # 1 bit: rounds of user-code refinement after the fold-in (hqgnn.fold_in.fold_in_codes)
 
 
 class EvaluateConfig(StageConfig):

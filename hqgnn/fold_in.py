@@ -10,7 +10,8 @@ trained one: ``s_u s_i <q_u, q_i>``.
 
 Used by ``hqgnn foldin`` (new users of the warehouse), ``hqgnn recommend --items`` and the HTTP
 service (an anonymous list of items): :func:`fold_in` for one list, :func:`fold_in_users` for a
-batch, :func:`recommend_for_items` for the whole answer.
+batch, :func:`fold_in_codes` for a batch's codes (with optional
+user-code refinement, what ``hqgnn foldin`` runs), :func:`recommend_for_items` for the whole answer.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from torch import Tensor
 
 from hqgnn.bits import is_float
+from hqgnn.code_refinement import refine_round
 from hqgnn.codes import CodeTable
 from hqgnn.interactions import InteractionMatrix
 from hqgnn.quant import quantize
@@ -64,6 +66,33 @@ def code_rows(vectors: Tensor, bits: int) -> CodeTable:
         return CodeTable.from_float(vectors.detach().cpu().numpy())
     q = quantize(vectors, bits)
     return CodeTable.from_values(q.codes.numpy(), q.scale.numpy(), bits)
+
+
+def fold_in_codes(
+    interactions: InteractionMatrix,
+    item_table: Tensor,
+    bits: int,
+    item_degree: Tensor | None = None,
+    refine_rounds: int = 0,
+    temperature: float = 2.0,
+    top_m: int = 1024,
+) -> CodeTable:
+    """Codes ``[n_users, ...]`` of every row of ``interactions`` ``[n_users, num_items]``, folded in.
+
+    :func:`fold_in_users` over ``item_table`` ``[num_items, d]`` (``hqgnn foldin``: the published
+    item codes dequantized; on Gowalla they beat the run's float item outputs, BENCHMARKS.md issue
+    16), then, for 1 bit, up to ``refine_rounds`` rounds of :func:`hqgnn.code_refinement.refine_round` (the user's
+    signs placed against the item codes on its own items, the objective training's refinement
+    uses; stops early after a round without flips), then the model's quantizer
+    (:func:`code_rows`). Rows without items get the code of a zero vector.
+    """
+    vectors = fold_in_users(interactions, item_table, item_degree)
+    if bits == 1:
+        for _ in range(refine_rounds):
+            vectors, flips = refine_round(vectors, item_table.float(), interactions, temperature, top_m)
+            if flips == 0:
+                break
+    return code_rows(vectors, bits)
 
 
 def recommend_for_items(

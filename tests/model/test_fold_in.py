@@ -20,7 +20,7 @@ from flows.stages.foldin import foldin
 from flows.stages.recommend import recommend, recommend_items
 from flows.workdir import WorkDir
 from hqgnn.codes import CodeTable
-from hqgnn.fold_in import fold_in, fold_in_users, recommend_for_items
+from hqgnn.fold_in import code_rows, fold_in, fold_in_codes, fold_in_users, recommend_for_items
 from hqgnn.interactions import InteractionMatrix
 from hqgnn.metrics import evaluate_ranking
 from hqgnn.retrieval import Retriever
@@ -39,6 +39,29 @@ def test_fold_in_is_lightgcn_one_hop_over_the_items() -> None:
     torch.testing.assert_close(batch[2], table[3] / 2)
     with pytest.raises(ValueError, match="at least one item"):
         fold_in(torch.tensor([], dtype=torch.int64), table)
+
+
+def _objective(codes: CodeTable, items: CodeTable, m: InteractionMatrix, temperature: float = 2.0) -> torch.Tensor:
+    """The refinement objective ``L_u`` (hqgnn.code_refinement) of every user ``[U]``, over all items."""
+    s = torch.from_numpy(codes.dequantize()) @ torch.from_numpy(items.dequantize()).T / temperature  # [U, I]
+    pos = torch.zeros_like(s).index_put_((m.rows(), m.indices), torch.ones(m.nnz))
+    return (s * pos).sum(1) - m.row_lengths() * torch.logsumexp(s, 1)
+
+
+def test_fold_in_codes_refinement_only_raises_each_users_objective() -> None:
+    gen = torch.Generator().manual_seed(0)
+    items = torch.randn(50, 16, generator=gen)
+    users, cols = torch.randint(0, 12, (80,), generator=gen), torch.randint(0, 50, (80,), generator=gen)
+    m = InteractionMatrix.from_pairs(users, cols, 12, 50)
+    degree = torch.bincount(cols, minlength=50).float()
+    plain = fold_in_codes(m, items, 1, degree)
+    assert np.array_equal(plain.packed, code_rows(fold_in_users(m, items, degree), 1).packed)  # 0 rounds: one-hop + quantizer
+    refined = fold_in_codes(m, items, 1, degree, refine_rounds=3)
+    item_codes = code_rows(items, 1)
+    before, after = _objective(plain, item_codes, m), _objective(refined, item_codes, m)
+    assert torch.all(after >= before - 1e-5) and torch.any(after > before + 1e-3)
+    wide = fold_in_codes(m, items, 32, degree, refine_rounds=3)  # float32 "codes": no refinement, the vector as it is
+    torch.testing.assert_close(torch.from_numpy(wide.values), fold_in_users(m, items, degree))
 
 
 def test_recommend_for_items_never_returns_the_given_items() -> None:
@@ -80,6 +103,7 @@ def grown(tmp_path: Path) -> tuple[WorkDir, dict, np.ndarray, np.ndarray]:
     return w, split, u, i
 
 
+@pytest.mark.usefixtures("one_thread")  # tiny tables: refinement's small ops on many threads crawl on a loaded machine
 def test_foldin_publishes_a_new_version_with_the_parents_rows_unchanged(grown: tuple) -> None:
     w, split, u, i = grown
     parent = (w.codes / "current").resolve()
@@ -92,6 +116,8 @@ def test_foldin_publishes_a_new_version_with_the_parents_rows_unchanged(grown: t
     assert new.user_ids.tolist() == [f"u{k}" for k in range(60)]
     manifest = json.loads((res.path / "manifest.json").read_text())
     assert manifest["foldin"]["parent_version"] == parent.name and manifest["gate"]["passed"] and manifest["run"] == "night1"
+    assert manifest["foldin"]["refine_rounds"] == 4  # the default (hqgnn.fold_in.fold_in_codes)
+    assert manifest["num_users"] == 60 == manifest["foldin"]["users_from_parent"] + manifest["foldin"]["new_users"]
 
     # folded-in users rank their held-out items far above chance
     train = InteractionMatrix.from_pairs(*split["train"], 60, len(i))
@@ -122,8 +148,9 @@ def test_foldin_without_published_codes_does_nothing(tmp_path: Path) -> None:
 def test_cli_foldin_and_recommend_items(grown: tuple) -> None:
     w, *_ = grown
     runner = CliRunner()
-    out = runner.invoke(app, ["foldin", "--workdir", str(w.root)])
+    out = runner.invoke(app, ["foldin", "--refine-rounds", "0", "--workdir", str(w.root)])
     assert out.exit_code == 0, out.output
+    assert json.loads(((w.codes / "current").resolve() / "manifest.json").read_text())["foldin"]["refine_rounds"] == 0
     out = runner.invoke(app, ["recommend", "--items", "i1,i2", "--k", "4", "--workdir", str(w.root)])
     assert out.exit_code == 0, out.output
     lines = out.stdout.strip().splitlines()
