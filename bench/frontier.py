@@ -49,6 +49,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from lightgcn_data import carve_valid  # noqa: E402
 from quality import evaluate_on_test, read_lightgcn, write_carved_split  # noqa: E402
 
 from hqgnn.bits import FLOAT_BITS, is_float  # noqa: E402
@@ -67,18 +68,11 @@ def read_tsv_pairs(path: Path, one_based: bool = True) -> Pairs:
 
 
 def holdout(pairs: Pairs, ratio: float, seed: int) -> tuple[Pairs, Pairs]:
-    """Seeded per-user hold-out: ``ratio`` of each user's pairs (rounded at random, at least one
-    left) → test; the rest → train."""
+    """Seeded per-user hold-out (``lightgcn_data.carve_valid``): ``ratio`` of each user's pairs
+    (rounded at random, at least one left) → test; the rest → train."""
     users, items = pairs
-    rng = np.random.default_rng(seed)
-    order = np.lexsort((rng.random(users.size), users))
-    users, items = users[order], items[order]
-    counts = np.bincount(users)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rank = np.arange(users.size) - starts[users]
-    n_test = np.minimum(np.floor(counts * ratio + rng.random(counts.size)).astype(np.int64), counts - 1)
-    test = rank < n_test[users]
-    return (users[~test], items[~test]), (users[test], items[test])
+    keep, held = carve_valid(users, ratio, seed)
+    return (users[keep], items[keep]), (users[held], items[held])
 
 
 def dense(train: Pairs, test: Pairs) -> tuple[Pairs, Pairs]:
