@@ -11,13 +11,14 @@ JSONL alone::
     .venv/bin/python bench/frontier.py --report --plot bench/plots/frontier_recall_ndcg_vs_bytes.png
 
 Splits and training are ``bench/quality.py``'s (valid carved per user from train, seeded; test
-read once, on the best-validation checkpoint, train and valid masked). Each dataset has one
-schedule (:data:`DATASETS`); every point stops early on validation (``eval_every`` +
-``patience``) and keeps its best-validation checkpoint. Quantized points use the shipped 1-bit
-recipe's shape: a float warm-up of half the epoch cap, the ITQ rotation at the switch, then
-quantization-aware training (GSTE); 1-bit points also refine user codes (8 rounds, kept on
-validation). ``--schedule long`` (float32 only) trains 3x the epoch cap: the "best float32"
-reference of a dataset beside the equal-epoch one.
+read once per run, on the best-validation checkpoint, train and valid masked). Each dataset has
+one or more candidate schedules (:data:`DATASETS`); every point trains with each, stops early on
+validation (``eval_every`` + ``patience``), and the report keeps, per point and seed, the
+schedule with the best validation Recall@20 (test never chooses). Quantized points use the
+shipped 1-bit recipe's shape: a float warm-up of half the epoch cap, the ITQ rotation at the
+switch, then quantization-aware training (GSTE); 1-bit points also refine user codes (8 rounds,
+kept on validation). ``--schedule long`` (float32 only) trains 3x the epoch cap of the first
+schedule: a "best float32" reference of a dataset beside the equal-epoch one.
 
 Bytes per item are the library's (``hqgnn.codes.code_bytes``): the packed code plus its float32
 scale for b < 32, ``4 * dim`` for float32 (what ``hqgnn evaluate`` and ``hqgnn sweep`` report).
@@ -101,19 +102,24 @@ def _ml100k(root: Path) -> tuple[Pairs, Pairs]:
 @dataclass(frozen=True)
 class Dataset:
     """A benchmark dataset: its loader (train, test pairs), the share of train carved as valid,
-    and its schedule (train settings every point shares; early stopping picks each one's epoch)."""
+    and its candidate schedules (name -> train settings; validation picks one per point, early
+    stopping its epoch)."""
 
     load: Callable[[Path], tuple[Pairs, Pairs]]
     valid_ratio: float
-    schedule: dict[str, Any] = field(default_factory=dict)
+    schedules: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 _FAST = {"lr": 2e-2, "lr_schedule": "cosine", "patience": 4}
+_SMALL = {  # an epoch of the small datasets takes ~0.1-0.5 s: two schedules per point, validation picks
+    "fast": {**_FAST, "epochs": 100, "eval_every": 5, "delta_every": 5},
+    "slow": {"lr": 5e-3, "lr_schedule": "constant", "epochs": 150, "eval_every": 5, "patience": 3, "delta_every": 5},  # issue 6's LastFM schedule
+}
 DATASETS: dict[str, Dataset] = {
     # the fast Gowalla schedule of BENCHMARKS.md "Quality on Gowalla" (60 epochs, batch 32,768)
-    "gowalla": Dataset(_gowalla, 0.05, {**_FAST, "epochs": 60, "batch_size": 32768, "eval_every": 10, "delta_every": 10}),
-    "lastfm": Dataset(_lastfm, 0.1, {**_FAST, "epochs": 100, "batch_size": 2048, "eval_every": 5, "delta_every": 5}),
-    "ml100k": Dataset(_ml100k, 0.1, {**_FAST, "epochs": 100, "batch_size": 4096, "eval_every": 5, "delta_every": 5}),
+    "gowalla": Dataset(_gowalla, 0.05, {"fast": {**_FAST, "epochs": 60, "batch_size": 32768, "eval_every": 10, "delta_every": 10}}),
+    "lastfm": Dataset(_lastfm, 0.1, {k: {**v, "batch_size": 2048} for k, v in _SMALL.items()}),
+    "ml100k": Dataset(_ml100k, 0.1, {k: {**v, "batch_size": 4096} for k, v in _SMALL.items()}),
 }
 KNOWN_BEST_FLOAT = {  # best float32 d=64 test Recall@20 measured elsewhere (same split), for the second ratio
     "gowalla": (0.1776, "300 epochs, 1 % valid; BENCHMARKS.md 'Quality on Gowalla'"),
@@ -129,7 +135,10 @@ def train_settings(dataset: str, bits: int, dim: int, seed: int, schedule: str,
                    override: dict[str, Any] | None = None) -> dict[str, Any]:
     """The train config of a point (:class:`flows.config.TrainConfig` fields, no snapshot/run);
     ``override``: schedule settings of a probe (its records carry their own ``schedule`` tag)."""
-    base = {**DATASETS[dataset].schedule, **(override or {})}
+    schedules = DATASETS[dataset].schedules
+    if schedule not in schedules and schedule != "long" and override is None:
+        raise ValueError(f"{dataset}: schedule {schedule!r} is none of {sorted(schedules)} or long (a probe needs an override)")
+    base = {**schedules.get(schedule, next(iter(schedules.values()))), **(override or {})}
     if schedule == "long":
         if not is_float(bits):
             raise ValueError("--schedule long is the float32 reference only (--bits 32)")
@@ -143,7 +152,7 @@ def train_settings(dataset: str, bits: int, dim: int, seed: int, schedule: str,
 
 
 def point_key(rec: dict[str, Any]) -> tuple[str, int, int, int, str]:
-    return rec["dataset"], int(rec["bits"]), int(rec["dim"]), int(rec["seed"]), rec.get("schedule", "frontier")
+    return rec["dataset"], int(rec["bits"]), int(rec["dim"]), int(rec["seed"]), rec["schedule"]
 
 
 def read_points(path: Path) -> list[dict[str, Any]]:
@@ -176,7 +185,7 @@ def run_point(dataset: str, bits: int, dim: int, seed: int, schedule: str, data_
     if not (wd.splits / snapshot / "manifest.json").is_file():
         train_pairs, test_pairs = ds.load(data_root)
         write_carved_split(wd.splits / snapshot, train_pairs, test_pairs, ds.valid_ratio, 2024)
-    name = f"{dataset}-b{bits}-d{dim}-s{seed}" + ("" if schedule == "frontier" else f"-{schedule}")
+    name = f"{dataset}-b{bits}-d{dim}-s{seed}-{schedule}"
     resume = (wd.models / name / "config.json").is_file()
     cfg = TrainConfig(**train_settings(dataset, bits, dim, seed, schedule, override), snapshot=snapshot, run=name, resume=resume)
     started, t0 = datetime.now(UTC), time.perf_counter()
@@ -197,7 +206,8 @@ def run_point(dataset: str, bits: int, dim: int, seed: int, schedule: str, data_
 def missing(args: argparse.Namespace) -> list[tuple[str, int, int, int, str]]:
     """The grid's points (dataset x bits x dim x seed) not yet in the JSONL, in grid order."""
     done = {point_key(r) for r in read_points(args.out / "points.jsonl")}
-    grid = [(d, b, n, s, args.schedule) for d in args.dataset for b in args.bits for n in args.dim for s in args.seed]
+    grid = [(d, b, n, s, sched) for d in args.dataset for b in args.bits for n in args.dim for s in args.seed
+            for sched in (DATASETS[d].schedules if args.schedule == "all" else [args.schedule])]
     return [k for k in grid if k not in done]
 
 
@@ -205,7 +215,7 @@ def _cmd(args: argparse.Namespace, grid: tuple[list[Any], ...], *extra: str) -> 
     """This script's command line for ``grid`` = (datasets, bits, dims, seeds), the other options as given."""
     names = ("--dataset", "--bits", "--dim", "--seed")
     return [sys.executable, __file__, *(x for name, values in zip(names, grid, strict=True) for x in (name, *map(str, values))),
-            "--schedule", args.schedule, "--data-root", str(args.data_root), "--out", str(args.out), "--threads", str(args.threads),
+            *([] if "--schedule" in extra else ["--schedule", args.schedule]), "--data-root", str(args.data_root), "--out", str(args.out), "--threads", str(args.threads),
             *(["--override", json.dumps(args.override)] if args.override else []), *extra]
 
 
@@ -216,7 +226,7 @@ def run_missing(args: argparse.Namespace) -> None:
         if time.perf_counter() - t0 > 60 * args.max_minutes:
             break
         print(f"[{datetime.now(UTC):%H:%M:%S} load {os.getloadavg()[0]:.2f}] {key}", flush=True)
-        subprocess.run(_cmd(args, tuple([v] for v in key[:4])), check=False)
+        subprocess.run(_cmd(args, tuple([v] for v in key[:4]), "--schedule", key[4]), check=False)
 
 
 def queue(args: argparse.Namespace) -> None:
@@ -233,30 +243,37 @@ def queue(args: argparse.Namespace) -> None:
 
 
 def summarize(points: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Per dataset: one row per (bits, dim) of the frontier schedule, mean and half-range over
-    seeds of test R@20 / N@20, and the two ratios (vs float32 d=64 of the same schedule = equal
-    epoch cap, and vs the best float32 d=64: the long reference, a known figure, or the same)."""
-    by: dict[str, dict[tuple[int, int], list[dict[str, Any]]]] = {}
+    """Per dataset: one row per (bits, dim); per seed the candidate schedule with the best
+    validation Recall@20, then mean and half-range over seeds of test R@20 / N@20, and the two
+    ratios: vs float32 d=64 (the same candidates and epoch caps: equal epochs), and vs the best
+    float32 d=64 (the ``long`` reference, a known figure or the same, whichever is highest)."""
+    chosen: dict[tuple[str, int, int, int], dict[str, Any]] = {}
     long: dict[str, list[float]] = {}
     for p in points:
-        if p.get("schedule", "frontier") not in ("frontier", "long"):
-            continue  # schedule probes: reported apart
-        if p.get("schedule", "frontier") == "long":
-            long.setdefault(p["dataset"], []).append(p["test"]["recall@20"])
-        else:
-            by.setdefault(p["dataset"], {}).setdefault((p["bits"], p["dim"]), []).append(p)
+        ds, bits, dim, seed, schedule = point_key(p)
+        if schedule == "long":
+            long.setdefault(ds, []).append(p["test"]["recall@20"])
+        elif ds in DATASETS and schedule in DATASETS[ds].schedules:  # probes are reported apart
+            best = chosen.get((ds, bits, dim, seed))
+            if best is None or p["valid"]["recall@20"] > best["valid"]["recall@20"]:
+                chosen[(ds, bits, dim, seed)] = p
+    by: dict[str, dict[tuple[int, int], list[dict[str, Any]]]] = {}
+    for (ds, bits, dim, _), p in chosen.items():
+        by.setdefault(ds, {}).setdefault((bits, dim), []).append(p)
     out: dict[str, list[dict[str, Any]]] = {}
     for ds, cells in sorted(by.items()):
-        ref_eq = np.mean([p["test"]["recall@20"] for p in cells.get((FLOAT_BITS, 64), [])] or [np.nan])
+        ref_eq = float(np.mean([p["test"]["recall@20"] for p in cells.get((FLOAT_BITS, 64), [])] or [np.nan]))
         candidates = [ref_eq, np.mean(long[ds]) if ds in long else np.nan, KNOWN_BEST_FLOAT.get(ds, (np.nan,))[0]]
         ref_best = float(np.nanmax(candidates)) if not np.all(np.isnan(candidates)) else np.nan
         rows = []
         for (bits, dim), ps in sorted(cells.items(), key=lambda kv: (bytes_per_item(*kv[0]), kv[0])):
             r = np.array([p["test"]["recall@20"] for p in ps])
             n = np.array([p["test"]["ndcg@20"] for p in ps])
+            picked = sorted(p["schedule"] for p in ps)
             rows.append({"bits": bits, "dim": dim, "bytes": bytes_per_item(bits, dim), "seeds": len(ps),
                          "r20": r.mean(), "r20_hr": (r.max() - r.min()) / 2, "n20": n.mean(), "n20_hr": (n.max() - n.min()) / 2,
                          "pct_eq": 100 * r.mean() / ref_eq, "pct_best": 100 * r.mean() / ref_best,
+                         "schedules": ", ".join(f"{k} {picked.count(k)}" for k in dict.fromkeys(picked)),
                          "epochs": np.mean([p["best_epoch"] for p in ps]), "minutes": np.mean([p["train_seconds"] for p in ps]) / 60,
                          "ref_eq": ref_eq, "ref_best": ref_best})
         out[ds] = rows
@@ -271,12 +288,12 @@ def markdown(summary: dict[str, list[dict[str, Any]]]) -> str:
         known = KNOWN_BEST_FLOAT.get(ds)
         lines += [f"#### {ds}", "", f"float32 d=64 at this schedule (equal epochs): **{rows[0]['ref_eq']:.4f}**; best float32 d=64: "
                   f"**{rows[0]['ref_best']:.4f}**" + (f" ({known[1]})" if known and known[0] == rows[0]["ref_best"] else ""), "",
-                  "| bits × dim | bytes/item | seeds | test R@20 | test N@20 | % of fp32 d64, equal epochs | % of best fp32 d64 | best epoch | train min |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| bits × dim | bytes/item | seeds | test R@20 | test N@20 | % of fp32 d64, equal epochs | % of best fp32 d64 | schedule (by valid) | best epoch | train min |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             name = "float32" if is_float(r["bits"]) else f"{r['bits']} bit"
             lines.append(f"| {name} × {r['dim']} | {r['bytes']} | {r['seeds']} | {r['r20']:.4f} ± {r['r20_hr']:.4f} | "
-                         f"{r['n20']:.4f} ± {r['n20_hr']:.4f} | {r['pct_eq']:.1f} % | {r['pct_best']:.1f} % | {r['epochs']:.0f} | {r['minutes']:.1f} |")
+                         f"{r['n20']:.4f} ± {r['n20_hr']:.4f} | {r['pct_eq']:.1f} % | {r['pct_best']:.1f} % | {r['schedules']} | {r['epochs']:.0f} | {r['minutes']:.1f} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -322,8 +339,8 @@ def main() -> None:
     ap.add_argument("--bits", nargs="+", type=int, default=[1])
     ap.add_argument("--dim", nargs="+", type=int, default=[64])
     ap.add_argument("--seed", nargs="+", type=int, default=[2024])
-    ap.add_argument("--schedule", default="frontier", help="frontier (the dataset's schedule), long (float32: 3x the epochs), "
-                    "or the tag of a probe given with --override")
+    ap.add_argument("--schedule", default="all", help="all (every candidate schedule of the dataset), one of them by name, "
+                    "long (float32: 3x the first one's epochs), or the tag of a probe given with --override")
     ap.add_argument("--override", type=json.loads, default=None, help='probe: JSON of schedule settings, e.g. \'{"lr": 5e-3}\'')
     ap.add_argument("--data-root", type=Path, default=Path("/work/shared/data"))
     ap.add_argument("--out", type=Path, default=OUT)
@@ -350,15 +367,15 @@ def main() -> None:
         return
     if len(args.dataset) * len(args.bits) * len(args.dim) * len(args.seed) != 1:
         ap.error("one point per invocation (one --dataset, --bits, --dim, --seed); use --queue for a grid")
-    key = (args.dataset[0], args.bits[0], args.dim[0], args.seed[0], args.schedule)
-    if key in {point_key(r) for r in read_points(args.out / "points.jsonl")}:
-        print(f"point {key} already in {args.out / 'points.jsonl'}: skipped")
-        return
-    if (args.override is None) != (args.schedule in ("frontier", "long")):
-        ap.error("--override needs a --schedule tag of its own (not frontier or long), and such a tag needs --override")
-    rec = run_point(*key, args.data_root, args.out, args.threads, args.override)
-    print(f"{rec['run']}: {rec['bytes_per_item']} B/item test R@20 {rec['test']['recall@20']:.4f} N@20 {rec['test']['ndcg@20']:.4f} "
-          f"best epoch {rec['best_epoch']} of {rec['epochs_run']}, {rec['train_seconds'] / 60:.1f} train min", flush=True)
+    if args.override is not None and (args.schedule in DATASETS[args.dataset[0]].schedules or args.schedule in ("all", "long")):
+        ap.error("--override needs a --schedule tag of its own (not one of the dataset's schedules, all or long)")
+    todo = missing(args)
+    if not todo:
+        print(f"point {args.dataset[0]} b{args.bits[0]} d{args.dim[0]} s{args.seed[0]} ({args.schedule}) already in {args.out / 'points.jsonl'}: skipped")
+    for key in todo:
+        rec = run_point(*key, args.data_root, args.out, args.threads, args.override)
+        print(f"{rec['run']}: {rec['bytes_per_item']} B/item test R@20 {rec['test']['recall@20']:.4f} N@20 {rec['test']['ndcg@20']:.4f} "
+              f"best epoch {rec['best_epoch']} of {rec['epochs_run']}, {rec['train_seconds'] / 60:.1f} train min", flush=True)
 
 
 if __name__ == "__main__":

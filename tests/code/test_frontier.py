@@ -52,23 +52,27 @@ def test_bytes_per_item_is_code_plus_scale(frontier: ModuleType, bits: int, dim:
 
 
 def test_quantized_points_use_the_warmup_recipe(frontier: ModuleType) -> None:
-    one = frontier.train_settings("gowalla", 1, 128, 2025, "frontier")
+    one = frontier.train_settings("gowalla", 1, 128, 2025, "fast")
     assert (one["float_warmup_epochs"], one["refine_user_codes"], one["dim"], one["seed"]) == (30, 8, 128, 2025)
-    assert "refine_user_codes" not in frontier.train_settings("gowalla", 4, 64, 1, "frontier")
-    assert frontier.train_settings("lastfm", 32, 64, 1, "long")["epochs"] == 3 * frontier.DATASETS["lastfm"].schedule["epochs"]
+    assert "refine_user_codes" not in frontier.train_settings("gowalla", 4, 64, 1, "fast")
+    assert frontier.train_settings("lastfm", 1, 64, 1, "slow")["float_warmup_epochs"] == 75
+    assert frontier.train_settings("lastfm", 32, 64, 1, "long")["epochs"] == 3 * frontier.DATASETS["lastfm"].schedules["fast"]["epochs"]
+    with pytest.raises(ValueError, match="none of"):
+        frontier.train_settings("gowalla", 1, 64, 1, "slow")
     with pytest.raises(ValueError, match="float32 reference only"):
         frontier.train_settings("lastfm", 1, 64, 1, "long")
 
 
-def _point(dataset: str, bits: int, dim: int, seed: int, r20: float, schedule: str = "frontier") -> dict:
+def _point(dataset: str, bits: int, dim: int, seed: int, r20: float, schedule: str = "fast", valid: float = 0.5) -> dict:
     return {"dataset": dataset, "bits": bits, "dim": dim, "seed": seed, "schedule": schedule, "best_epoch": 10,
-            "train_seconds": 60.0, "test": {"recall@20": r20, "ndcg@20": r20 / 2}}
+            "train_seconds": 60.0, "valid": {"recall@20": valid}, "test": {"recall@20": r20, "ndcg@20": r20 / 2}}
 
 
 def test_report_ratios_and_skip(frontier: ModuleType, tmp_path: Path) -> None:
     points = [_point("lastfm", 32, 64, 1, 0.20), _point("lastfm", 32, 64, 2, 0.22),
               _point("lastfm", 32, 64, 1, 0.25, "long"), _point("lastfm", 1, 64, 1, 0.19), _point("lastfm", 1, 64, 2, 0.21),
-              _point("lastfm", 1, 64, 1, 0.99, "probe-x")]  # a probe: reported apart, never in the table
+              _point("lastfm", 1, 64, 1, 0.99, "probe-x", valid=0.9),  # a probe: reported apart, never in the table
+              _point("lastfm", 1, 64, 2, 0.30, "slow", valid=0.4)]  # the other schedule, lower on valid: not chosen
     path = tmp_path / "points.jsonl"
     path.write_text("".join(json.dumps(p) + "\n" for p in points) + '{"torn')
     assert len(frontier.read_points(path)) == len(points)
@@ -79,10 +83,23 @@ def test_report_ratios_and_skip(frontier: ModuleType, tmp_path: Path) -> None:
     assert one["pct_eq"] == pytest.approx(100 * 0.20 / 0.21) and one["pct_best"] == pytest.approx(100 * 0.20 / 0.25)
     assert list(rows) == [(1, 64), (32, 64)]  # sorted by bytes per item
     md = frontier.markdown(frontier.summarize(frontier.read_points(path)))
-    assert "| 1 bit × 64 | 12 | 2 | 0.2000 ± 0.0100 |" in md and "80.0 %" in md
+    assert "| 1 bit × 64 | 12 | 2 | 0.2000 ± 0.0100 |" in md and "80.0 %" in md and "| fast 2 |" in md
     frontier.plot(frontier.summarize(frontier.read_points(path)), tmp_path / "f.png")
     assert (tmp_path / "f.png").stat().st_size > 0
-    assert frontier.point_key(points[0]) == ("lastfm", 32, 64, 1, "frontier")
+    assert frontier.point_key(points[0]) == ("lastfm", 32, 64, 1, "fast")
+
+
+def test_validation_picks_the_schedule_per_seed(frontier: ModuleType) -> None:
+    points = [_point("ml100k", 1, 64, 1, 0.20, "fast", valid=0.30), _point("ml100k", 1, 64, 1, 0.10, "slow", valid=0.31),
+              _point("ml100k", 1, 64, 2, 0.20, "fast", valid=0.30), _point("ml100k", 1, 64, 2, 0.40, "slow", valid=0.29)]
+    (row,) = frontier.summarize(points)["ml100k"]
+    assert row["r20"] == pytest.approx((0.10 + 0.20) / 2) and row["schedules"] == "fast 1, slow 1"
+
+
+def test_missing_expands_every_candidate_schedule(frontier: ModuleType, tmp_path: Path) -> None:
+    (tmp_path / "points.jsonl").write_text(json.dumps(_point("lastfm", 1, 64, 1, 0.2, "fast")) + "\n")
+    args = frontier.argparse.Namespace(out=tmp_path, dataset=["lastfm", "gowalla"], bits=[1], dim=[64], seed=[1], schedule="all")
+    assert frontier.missing(args) == [("lastfm", 1, 64, 1, "slow"), ("gowalla", 1, 64, 1, "fast")]
 
 
 def test_gowalla_best_float_falls_back_to_the_known_figure(frontier: ModuleType) -> None:
