@@ -105,3 +105,5 @@ def test_missing_expands_every_candidate_schedule(frontier: ModuleType, tmp_path
 def test_gowalla_best_float_falls_back_to_the_known_figure(frontier: ModuleType) -> None:
     rows = frontier.summarize([_point("gowalla", 32, 64, 1, 0.1634), _point("gowalla", 1, 64, 1, 0.1498)])["gowalla"]
     assert rows[0]["ref_best"] == pytest.approx(0.1776) and rows[0]["ref_eq"] == pytest.approx(0.1634)
+    (alone,) = frontier.summarize([_point("gowalla", 1, 64, 1, 0.1498)])["gowalla"]  # no float32 point run here
+    assert alone["ref_eq"] == pytest.approx(0.1634) and alone["pct_eq"] == pytest.approx(100 * 0.1498 / 0.1634)
