@@ -208,9 +208,19 @@ def run_point(dataset: str, bits: int, dim: int, seed: int, schedule: str, data_
 
 def missing(args: argparse.Namespace) -> list[tuple[str, int, int, int, str]]:
     """The grid's points (dataset x bits x dim x seed) not yet in the JSONL, in grid order."""
-    done = {point_key(r) for r in read_points(args.out / "points.jsonl")}
+    points = read_points(args.out / "points.jsonl")
+    done = {point_key(r) for r in points}
+    picked: dict[tuple[str, int, int], set[str]] = {}  # schedules validation picked at other seeds (summarize's choice)
+    for (ds, bits, dim, _), p in choose_by_valid(points).items():
+        picked.setdefault((ds, bits, dim), set()).add(p["schedule"])
+
+    def schedules(d: str, b: int, n: int) -> list[str]:
+        if args.schedule == "all" or (args.schedule == "picked" and (d, b, n) not in picked):
+            return list(DATASETS[d].schedules)
+        return sorted(picked[(d, b, n)]) if args.schedule == "picked" else [args.schedule]
+
     grid = [(d, b, n, s, sched) for d in args.dataset for b in args.bits for n in args.dim for s in args.seed
-            for sched in (DATASETS[d].schedules if args.schedule == "all" else [args.schedule])]
+            for sched in schedules(d, b, n)]
     return [k for k in grid if k not in done]
 
 
@@ -245,23 +255,30 @@ def queue(args: argparse.Namespace) -> None:
             return
 
 
+def choose_by_valid(points: list[dict[str, Any]]) -> dict[tuple[str, int, int, int], dict[str, Any]]:
+    """Per (dataset, bits, dim, seed): the point of the dataset's candidate schedules with the best
+    validation Recall@20 (probes and the ``long`` reference are left out)."""
+    chosen: dict[tuple[str, int, int, int], dict[str, Any]] = {}
+    for p in points:
+        ds, bits, dim, seed, schedule = point_key(p)
+        if ds in DATASETS and schedule in DATASETS[ds].schedules:
+            best = chosen.get((ds, bits, dim, seed))
+            if best is None or p["valid"]["recall@20"] > best["valid"]["recall@20"]:
+                chosen[(ds, bits, dim, seed)] = p
+    return chosen
+
+
 def summarize(points: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """Per dataset: one row per (bits, dim); per seed the candidate schedule with the best
     validation Recall@20, then mean and half-range over seeds of test R@20 / N@20, and the two
     ratios: vs float32 d=64 (the same candidates and epoch caps: equal epochs), and vs the best
     float32 d=64 (the ``long`` reference, a known figure or the same, whichever is highest)."""
-    chosen: dict[tuple[str, int, int, int], dict[str, Any]] = {}
     long: dict[str, list[float]] = {}
     for p in points:
-        ds, bits, dim, seed, schedule = point_key(p)
-        if schedule == "long":
-            long.setdefault(ds, []).append(p["test"]["recall@20"])
-        elif ds in DATASETS and schedule in DATASETS[ds].schedules:  # probes are reported apart
-            best = chosen.get((ds, bits, dim, seed))
-            if best is None or p["valid"]["recall@20"] > best["valid"]["recall@20"]:
-                chosen[(ds, bits, dim, seed)] = p
+        if p["schedule"] == "long":
+            long.setdefault(p["dataset"], []).append(p["test"]["recall@20"])
     by: dict[str, dict[tuple[int, int], list[dict[str, Any]]]] = {}
-    for (ds, bits, dim, _), p in chosen.items():
+    for (ds, bits, dim, _), p in choose_by_valid(points).items():
         by.setdefault(ds, {}).setdefault((bits, dim), []).append(p)
     out: dict[str, list[dict[str, Any]]] = {}
     for ds, cells in sorted(by.items()):
@@ -342,7 +359,8 @@ def main() -> None:
     ap.add_argument("--bits", nargs="+", type=int, default=[1])
     ap.add_argument("--dim", nargs="+", type=int, default=[64])
     ap.add_argument("--seed", nargs="+", type=int, default=[2024])
-    ap.add_argument("--schedule", default="all", help="all (every candidate schedule of the dataset), one of them by name, "
+    ap.add_argument("--schedule", default="all", help="all (every candidate schedule of the dataset), picked (those validation "
+                    "picked for the same point at the seeds already run; all where none ran), one of them by name, "
                     "long (float32: 3x the first one's epochs), or the tag of a probe given with --override")
     ap.add_argument("--override", type=json.loads, default=None, help='probe: JSON of schedule settings, e.g. \'{"lr": 5e-3}\'')
     ap.add_argument("--data-root", type=Path, default=Path("/work/shared/data"))
@@ -370,7 +388,7 @@ def main() -> None:
         return
     if len(args.dataset) * len(args.bits) * len(args.dim) * len(args.seed) != 1:
         ap.error("one point per invocation (one --dataset, --bits, --dim, --seed); use --queue for a grid")
-    if args.override is not None and (args.schedule in DATASETS[args.dataset[0]].schedules or args.schedule in ("all", "long")):
+    if args.override is not None and (args.schedule in DATASETS[args.dataset[0]].schedules or args.schedule in ("all", "picked", "long")):
         ap.error("--override needs a --schedule tag of its own (not one of the dataset's schedules, all or long)")
     todo = missing(args)
     if not todo:
