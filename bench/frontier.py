@@ -214,9 +214,10 @@ def missing(args: argparse.Namespace) -> list[tuple[str, int, int, int, str]]:
     """The grid's points (dataset x bits x dim x seed) not yet in the JSONL, in grid order."""
     points = read_points(args.out / "points.jsonl")
     done = {point_key(r) for r in points}
-    picked: dict[tuple[str, int, int], set[str]] = {}  # schedules validation picked at other seeds (summarize's choice)
-    for (ds, bits, dim, _), p in choose_by_valid(points).items():
-        picked.setdefault((ds, bits, dim), set()).add(p["schedule"])
+    picked: dict[tuple[str, int, int], set[str]] = {}  # schedules validation picked at seeds where every candidate ran
+    for (ds, bits, dim, seed), p in choose_by_valid(points).items():
+        if all((ds, bits, dim, seed, sched) in done for sched in DATASETS[ds].schedules):
+            picked.setdefault((ds, bits, dim), set()).add(p["schedule"])
 
     def schedules(d: str, b: int, n: int) -> list[str]:
         if args.schedule == "all" or (args.schedule == "picked" and (d, b, n) not in picked):
