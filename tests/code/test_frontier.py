@@ -81,6 +81,8 @@ def test_report_ratios_and_skip(frontier: ModuleType, tmp_path: Path) -> None:
     assert one["bytes"] == 12 and one["seeds"] == 2 and one["r20"] == pytest.approx(0.20)
     assert one["r20_hr"] == pytest.approx(0.01)
     assert one["pct_eq"] == pytest.approx(100 * 0.20 / 0.21) and one["pct_best"] == pytest.approx(100 * 0.20 / 0.25)
+    slower = frontier.summarize([*points, _point("lastfm", 32, 64, 1, 0.30, "slow", valid=0.1)])["lastfm"]
+    assert slower[0]["ref_eq"] == pytest.approx(0.21) and slower[0]["ref_best"] == pytest.approx(0.30)  # best on test, not valid
     assert list(rows) == [(1, 64), (32, 64)]  # sorted by bytes per item
     md = frontier.markdown(frontier.summarize(frontier.read_points(path)))
     assert "| 1 bit × 64 | 12 | 2 | 0.2000 ± 0.0100 |" in md and "80.0 %" in md and "| fast 2 |" in md
