@@ -54,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lightgcn_data import carve_valid  # noqa: E402
 from quality import evaluate_on_test, read_lightgcn, write_carved_split  # noqa: E402
 
-from hqgnn.bits import FLOAT_BITS, is_float  # noqa: E402
+from hqgnn.bits import ALL_BITS, FLOAT_BITS, is_float  # noqa: E402
 from hqgnn.codes import code_bytes  # noqa: E402
 
 Pairs = tuple[np.ndarray, np.ndarray]
@@ -342,7 +342,8 @@ def plot(summary: dict[str, list[dict[str, Any]]], path: Path) -> None:
             for bits in sorted({r["bits"] for r in rows}):
                 part = sorted((r for r in rows if r["bits"] == bits), key=lambda r: r["bytes"])
                 ax.errorbar([r["bytes"] for r in part], [r[metric] for r in part], yerr=[r[f"{metric}_hr"] for r in part],
-                            marker="o", capsize=2, label="float32" if is_float(bits) else f"{bits} bit")
+                            marker="o", capsize=2, color=f"C{sorted(ALL_BITS).index(bits)}",  # one colour per width in every panel
+                            label="float32" if is_float(bits) else f"{bits} bit")
                 for r in part:
                     ax.annotate(f"d{r['dim']}", (r["bytes"], r[metric]), fontsize=6, xytext=(3, -8), textcoords="offset points")
             ref = [r[metric] for r in rows if is_float(r["bits"]) and r["dim"] == 64]
@@ -352,7 +353,7 @@ def plot(summary: dict[str, list[dict[str, Any]]], path: Path) -> None:
             ax.set_xlabel("bytes per item (code + scale)")
             ax.set_ylabel(label)
             ax.set_title(ds)
-            if row == 0 and col == 0:
+            if row == 0:
                 ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
