@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from flows.config import TrainConfig  # noqa: E402
 from flows.split_files import load_split, write_split  # noqa: E402
 from flows.stages.train import train  # noqa: E402
-from flows.trained_runs import load_run  # noqa: E402
+from flows.trained_runs import TrainedRun, load_run  # noqa: E402
 from flows.workdir import WorkDir  # noqa: E402
 from hqgnn.bits import FLOAT_BITS  # noqa: E402
 from hqgnn.dataset import SplitData  # noqa: E402
@@ -52,11 +52,18 @@ def read_lightgcn(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def prepare_split(data: Path, out: Path, valid_ratio: float, seed: int) -> Path:
-    """Write ``out`` (the split folder) once; reused when it exists."""
+    """Write ``out`` (the split folder) from a LightGCN-format folder once; reused when it exists."""
     if (out / "manifest.json").is_file():
         return out
-    tu, ti = read_lightgcn(data / "train.txt")
-    su, si = read_lightgcn(data / "test.txt")
+    return write_carved_split(out, read_lightgcn(data / "train.txt"), read_lightgcn(data / "test.txt"), valid_ratio, seed)
+
+
+def write_carved_split(out: Path, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
+                       valid_ratio: float, seed: int) -> Path:
+    """Write the split folder ``out``: ``valid_ratio`` of each user's ``train`` pairs (0-based
+    ``(users, items)`` ``[nnz]``, rounded at random, seeded, at least one left) become valid;
+    ``test`` is kept as it is."""
+    (tu, ti), (su, si) = train, test
     n_u = int(max(tu.max(), su.max()) + 1)
     n_i = int(max(ti.max(), si.max()) + 1)
     rng = np.random.default_rng(seed)
@@ -70,6 +77,17 @@ def prepare_split(data: Path, out: Path, valid_ratio: float, seed: int) -> Path:
     write_split(out, {"train": (tu[~is_valid], ti[~is_valid]), "valid": (tu[is_valid], ti[is_valid]), "test": (su, si)},
                 n_u, n_i, snapshot=out.name)
     return out
+
+
+def evaluate_on_test(run_path: Path) -> tuple[TrainedRun, dict[str, float]]:
+    """The run at ``run_path`` (its best checkpoint) and its test metrics @20/@50: full ranking,
+    train and valid items masked; codes scored as the model scores them (dequantized), float32 as is."""
+    run = load_run(run_path)
+    data = load_split(run.split_dir)
+    users, items = run.user_emb, run.item_emb
+    if run.bits != FLOAT_BITS:
+        users, items = run.quantize_users().dequantize(), run.quantize_items().dequantize()
+    return run, evaluate_ranking(lambda b: users[b] @ items.T, data.test, [data.train, data.valid], (20, 50), 1024)
 
 
 def post_training_quantization(users: torch.Tensor, items: torch.Tensor, bits: int, data: SplitData) -> dict[str, dict[str, float]]:
@@ -120,19 +138,14 @@ def main() -> None:
     else:
         res = train(wd, cfg)
     minutes = (time.perf_counter() - t0) / 60
-    run = load_run(res.path)
-    data = load_split(run.split_dir)
-    users, items = run.user_emb, run.item_emb
-    if run.bits != FLOAT_BITS:
-        users, items = run.quantize_users().dequantize(), run.quantize_items().dequantize()
-    test = evaluate_ranking(lambda b: users[b] @ items.T, data.test, [data.train, data.valid], (20, 50), 1024)
+    run, test = evaluate_on_test(res.path)
     out = {"run": run.name, "bits": run.bits, "estimator": run.estimator, "best_epoch": run.best_epoch,
            "valid": run.best_valid, "test": test, "train_minutes_this_invocation": minutes,
            "train_seconds_total": res.seconds, "epochs_run": res.epochs_run, "status": res.status,
            "config": run.config.model_dump(mode="json"), "cmd": " ".join(sys.argv), "threads": torch.get_num_threads(),
            "code_refinement": run.code_refinement}
     if args.ptq_bits:
-        out["ptq"] = post_training_quantization(run.user_emb, run.item_emb, args.ptq_bits, data)
+        out["ptq"] = post_training_quantization(run.user_emb, run.item_emb, args.ptq_bits, load_split(run.split_dir))
         for name, m in out["ptq"].items():
             print(f"ptq {args.ptq_bits} bit {name}: test_recall@20={m['recall@20']:.4f} test_ndcg@20={m['ndcg@20']:.4f} "
                   f"test_recall@50={m['recall@50']:.4f} test_ndcg@50={m['ndcg@50']:.4f}", flush=True)

@@ -1,0 +1,120 @@
+"""bench/frontier.py (issue 19): its hold-out and id remap, bytes per item, and the report from a
+JSONL of points (no training here: the points are written by hand)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def frontier() -> ModuleType:
+    sys.path.insert(0, str(ROOT / "bench"))
+    spec = importlib.util.spec_from_file_location("frontier", ROOT / "bench" / "frontier.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["frontier"] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_holdout_is_per_user_seeded_and_leaves_train(frontier: ModuleType) -> None:
+    users = np.repeat(np.arange(50), 10)
+    items = np.tile(np.arange(10), 50)
+    (tu, ti), (su, si) = frontier.holdout((users, items), 0.2, seed=7)
+    assert tu.size + su.size == users.size
+    assert np.bincount(su, minlength=50).max() <= 3 and np.bincount(tu, minlength=50).min() >= 7
+    assert abs(su.size / users.size - 0.2) < 0.05
+    assert not set(zip(tu.tolist(), ti.tolist(), strict=True)) & set(zip(su.tolist(), si.tolist(), strict=True))
+    (tu2, _), (su2, si2) = frontier.holdout((users, items), 0.2, seed=7)
+    assert np.array_equal(su, su2) and np.array_equal(si, si2) and np.array_equal(tu, tu2)
+
+
+def test_dense_remaps_ids_and_drops_unseen_test_pairs(frontier: ModuleType) -> None:
+    train = (np.array([3, 3, 9]), np.array([10, 20, 20]))
+    test = (np.array([3, 9, 5, 9]), np.array([20, 10, 10, 99]))  # user 5 and item 99 have no train pair
+    (tu, ti), (su, si) = frontier.dense(train, test)
+    assert tu.tolist() == [0, 0, 1] and ti.tolist() == [0, 1, 1]
+    assert su.tolist() == [0, 1] and si.tolist() == [1, 0]
+
+
+@pytest.mark.parametrize(("bits", "dim", "expected"), [(1, 64, 12), (1, 128, 20), (1, 256, 36), (2, 128, 36), (4, 64, 36), (8, 32, 36), (32, 64, 256)])
+def test_bytes_per_item_is_code_plus_scale(frontier: ModuleType, bits: int, dim: int, expected: int) -> None:
+    assert frontier.bytes_per_item(bits, dim) == expected
+
+
+def test_quantized_points_use_the_warmup_recipe(frontier: ModuleType) -> None:
+    one = frontier.train_settings("gowalla", 1, 128, 2025, "fast")
+    assert (one["float_warmup_epochs"], one["refine_user_codes"], one["dim"], one["seed"]) == (30, 8, 128, 2025)
+    assert "refine_user_codes" not in frontier.train_settings("gowalla", 4, 64, 1, "fast")
+    assert frontier.train_settings("lastfm", 1, 64, 1, "slow")["float_warmup_epochs"] == 75
+    assert frontier.train_settings("lastfm", 32, 64, 1, "long")["epochs"] == 1000
+    with pytest.raises(ValueError, match="none of"):
+        frontier.train_settings("gowalla", 1, 64, 1, "slow")
+    with pytest.raises(ValueError, match="float32 reference only"):
+        frontier.train_settings("lastfm", 1, 64, 1, "long")
+
+
+def _point(dataset: str, bits: int, dim: int, seed: int, r20: float, schedule: str = "fast", valid: float = 0.5) -> dict:
+    return {"dataset": dataset, "bits": bits, "dim": dim, "seed": seed, "schedule": schedule, "best_epoch": 10,
+            "train_seconds": 60.0, "valid": {"recall@20": valid}, "test": {"recall@20": r20, "ndcg@20": r20 / 2}}
+
+
+def test_report_ratios_and_skip(frontier: ModuleType, tmp_path: Path) -> None:
+    points = [_point("lastfm", 32, 64, 1, 0.20), _point("lastfm", 32, 64, 2, 0.22),
+              _point("lastfm", 32, 64, 1, 0.25, "long"), _point("lastfm", 1, 64, 1, 0.19), _point("lastfm", 1, 64, 2, 0.21),
+              _point("lastfm", 1, 64, 1, 0.99, "probe-x", valid=0.9),  # a probe: reported apart, never in the table
+              _point("lastfm", 1, 64, 2, 0.30, "slow", valid=0.4)]  # the other schedule, lower on valid: not chosen
+    path = tmp_path / "points.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in points) + '{"torn')
+    assert len(frontier.read_points(path)) == len(points)
+    rows = {(r["bits"], r["dim"]): r for r in frontier.summarize(frontier.read_points(path))["lastfm"]}
+    one = rows[(1, 64)]
+    assert one["bytes"] == 12 and one["seeds"] == 2 and one["r20"] == pytest.approx(0.20)
+    assert one["r20_hr"] == pytest.approx(0.01)
+    assert one["pct_eq"] == pytest.approx(100 * 0.20 / 0.21) and one["pct_best"] == pytest.approx(100 * 0.20 / 0.25)
+    slower = frontier.summarize([*points, _point("lastfm", 32, 64, 1, 0.30, "slow", valid=0.1)])["lastfm"]
+    assert slower[0]["ref_eq"] == pytest.approx(0.21) and slower[0]["ref_best"] == pytest.approx(0.30)  # best on test, not valid
+    assert list(rows) == [(1, 64), (32, 64)]  # sorted by bytes per item
+    md = frontier.markdown(frontier.summarize(frontier.read_points(path)))
+    assert "| 1 bit × 64 | 12 | 2 | 0.2000 ± 0.0100 |" in md and "80.0 %" in md and "| fast 2 |" in md
+    frontier.plot(frontier.summarize(frontier.read_points(path)), tmp_path / "f.png")
+    assert (tmp_path / "f.png").stat().st_size > 0
+    assert frontier.point_key(points[0]) == ("lastfm", 32, 64, 1, "fast")
+
+
+def test_validation_picks_the_schedule_per_seed(frontier: ModuleType) -> None:
+    points = [_point("ml100k", 1, 64, 1, 0.20, "fast", valid=0.30), _point("ml100k", 1, 64, 1, 0.10, "slow", valid=0.31),
+              _point("ml100k", 1, 64, 2, 0.20, "fast", valid=0.30), _point("ml100k", 1, 64, 2, 0.40, "slow", valid=0.29)]
+    (row,) = frontier.summarize(points)["ml100k"]
+    assert row["r20"] == pytest.approx((0.10 + 0.20) / 2) and row["schedules"] == "fast 1, slow 1"
+
+
+def test_missing_expands_every_candidate_schedule(frontier: ModuleType, tmp_path: Path) -> None:
+    (tmp_path / "points.jsonl").write_text(json.dumps(_point("lastfm", 1, 64, 1, 0.2, "fast")) + "\n")
+    args = frontier.argparse.Namespace(out=tmp_path, dataset=["lastfm", "gowalla"], bits=[1], dim=[64], seed=[1], schedule="all")
+    assert frontier.missing(args) == [("lastfm", 1, 64, 1, "slow"), ("gowalla", 1, 64, 1, "fast")]
+
+
+def test_gowalla_best_float_falls_back_to_the_known_figure(frontier: ModuleType) -> None:
+    rows = frontier.summarize([_point("gowalla", 32, 64, 1, 0.1634), _point("gowalla", 1, 64, 1, 0.1498)])["gowalla"]
+    assert rows[0]["ref_best"] == pytest.approx(0.1776) and rows[0]["ref_eq"] == pytest.approx(0.1634)
+    (alone,) = frontier.summarize([_point("gowalla", 1, 64, 1, 0.1498)])["gowalla"]  # no float32 point run here
+    assert alone["ref_eq"] == pytest.approx(0.1634) and alone["pct_eq"] == pytest.approx(100 * 0.1498 / 0.1634)
+
+
+def test_missing_picked_follows_validation_at_other_seeds(frontier: ModuleType, tmp_path: Path) -> None:
+    done = [_point("ml100k", 1, 64, 1, 0.2, "fast", valid=0.30), _point("ml100k", 1, 64, 1, 0.2, "slow", valid=0.35),
+            _point("ml100k", 2, 64, 1, 0.2, "fast", valid=0.30)]  # seed 1 of 2 bits lacks "slow": no choice to follow yet
+    (tmp_path / "points.jsonl").write_text("".join(json.dumps(p) + "\n" for p in done))
+    args = frontier.argparse.Namespace(out=tmp_path, dataset=["ml100k"], bits=[1, 2], dim=[64], seed=[1, 2], schedule="picked")
+    assert frontier.missing(args) == [("ml100k", 1, 64, 2, "slow"), ("ml100k", 2, 64, 1, "slow"),
+                                      ("ml100k", 2, 64, 2, "fast"), ("ml100k", 2, 64, 2, "slow")]
