@@ -1,7 +1,8 @@
-"""BPR loss and LightGCN's L2 penalty on the layer-0 embeddings of a batch."""
+"""Ranking losses (BPR, sampled softmax) and LightGCN's L2 penalty on the layer-0 embeddings of a batch."""
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -11,6 +12,21 @@ def bpr_loss(user: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
     pos_score = (user * pos).sum(dim=1)
     neg_score = (user * neg).sum(dim=1)
     return F.softplus(neg_score - pos_score).mean()
+
+
+def sampled_softmax_loss(user: Tensor, pos: Tensor, negatives: Tensor, temperature: float) -> Tensor:
+    """Mean cross-entropy of each positive against negatives shared by the batch, on cosine scores.
+
+    ``user``, ``pos``: ``[B, d]``; ``negatives``: ``[M, d]``. Row ``b``'s logits are
+    ``cos(u_b, p_b) / τ`` and ``cos(u_b, n_m) / τ`` for every ``m``; the loss is
+    ``-log softmax(logits)[positive]``. Scores are cosines, so a model trained with it ranks with
+    normalised rows (:meth:`hqgnn.trainer.Trainer.embeddings`). One ``[B, M]`` product per step:
+    every row is contrasted with ``M`` items for the price of one propagation.
+    """
+    u, p, n = F.normalize(user, dim=1), F.normalize(pos, dim=1), F.normalize(negatives, dim=1)
+    pos_logit = (u * p).sum(dim=1, keepdim=True)  # [B, 1]
+    logits = torch.cat([pos_logit, u @ n.T], dim=1) / temperature  # [B, 1 + M]
+    return (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()
 
 
 def l2_penalty(rows: Tensor, batch_size: int) -> Tensor:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from hqgnn.checkpoint import load_checkpoint, save_checkpoint
@@ -31,7 +32,7 @@ from hqgnn.encoder import LightGCNEncoder
 from hqgnn.estimators import straight_through
 from hqgnn.graph import normalized_adjacency
 from hqgnn.history import write_history
-from hqgnn.loss import bpr_loss, l2_penalty
+from hqgnn.loss import bpr_loss, l2_penalty, sampled_softmax_loss
 from hqgnn.metrics import evaluate_ranking
 from hqgnn.quant import fake_quantize
 from hqgnn.recipe import TrainRecipe
@@ -148,7 +149,11 @@ class Trainer:
                 items = straight_through(items, self.cfg.bits, delta_i, check=False)
             p, n = items.chunk(2)
             reg = l2_penalty(self.model.embedding[rows], users.numel())  # layer-0 rows of the batch
-            loss = bpr_loss(u, p, n) + self.cfg.l2 * reg
+            if self.cfg.loss == "softmax":  # the batch's first M uniform negatives, shared by every row
+                rank = sampled_softmax_loss(u, p, n[: self.cfg.softmax_negatives], self.cfg.softmax_temperature)
+            else:
+                rank = bpr_loss(u, p, n)
+            loss = rank + self.cfg.l2 * reg
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -165,8 +170,12 @@ class Trainer:
 
     @torch.no_grad()
     def embeddings(self) -> tuple[Tensor, Tensor]:
-        """Float encoder outputs: users ``[num_users, dim]``, items ``[num_items, dim]``."""
-        return self.model(self.adj)
+        """Float encoder outputs: users ``[num_users, dim]``, items ``[num_items, dim]`` (unit rows
+        under the softmax loss, whose scores are cosines)."""
+        users, items = self.model(self.adj)
+        if self.cfg.loss == "softmax":
+            return F.normalize(users, dim=1), F.normalize(items, dim=1)
+        return users, items
 
     @torch.no_grad()
     def evaluate(self, split: str = "valid") -> dict[str, float]:
