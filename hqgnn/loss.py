@@ -8,8 +8,11 @@ from torch import Tensor
 
 
 def bpr_loss(user: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
-    """Mean ``-log σ(<u, p> − <u, n>)`` over a batch of ``[B, d]`` user/positive/negative rows."""
+    """Mean ``-log σ(<u, p> − <u, n>)`` over a batch of ``[B, d]`` user/positive rows and
+    ``[B, d]`` negatives, or ``[B, k, d]`` (k negatives per positive, averaged)."""
     pos_score = (user * pos).sum(dim=1)
+    if neg.dim() == 3:
+        return F.softplus(torch.einsum("bd,bkd->bk", user, neg) - pos_score.unsqueeze(1)).mean()
     neg_score = (user * neg).sum(dim=1)
     return F.softplus(neg_score - pos_score).mean()
 
