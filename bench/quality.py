@@ -118,7 +118,8 @@ def main() -> None:
                       ("delta-scale", float), ("delta-every", int), ("seed", int), ("device", str), ("layers", int), ("dim", int),
                       ("float-warmup-epochs", int), ("itq-rotation", int), ("delta-granularity", str),
                       ("negative-candidates", int), ("hard-negatives-from-epoch", int),
-                      ("refine-user-codes", int), ("refine-temperature", float), ("refine-top-items", int)]:
+                      ("refine-user-codes", int), ("refine-temperature", float), ("refine-top-items", int),
+                      ("loss", str), ("bpr-negatives", int), ("softmax-negatives", int), ("softmax-temperature", float)]:
         ap.add_argument(f"--{name}", type=typ, default=None)
     args = ap.parse_args()
     if args.threads:

@@ -1,16 +1,35 @@
-"""BPR loss and LightGCN's L2 penalty on the layer-0 embeddings of a batch."""
+"""Ranking losses (BPR, sampled softmax) and LightGCN's L2 penalty on the layer-0 embeddings of a batch."""
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 
 def bpr_loss(user: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
-    """Mean ``-log σ(<u, p> − <u, n>)`` over a batch of ``[B, d]`` user/positive/negative rows."""
+    """Mean ``-log σ(<u, p> − <u, n>)`` over a batch of ``[B, d]`` user/positive rows and
+    ``[B, d]`` negatives, or ``[B, k, d]`` (k negatives per positive, averaged)."""
     pos_score = (user * pos).sum(dim=1)
+    if neg.dim() == 3:
+        return F.softplus(torch.einsum("bd,bkd->bk", user, neg) - pos_score.unsqueeze(1)).mean()
     neg_score = (user * neg).sum(dim=1)
     return F.softplus(neg_score - pos_score).mean()
+
+
+def sampled_softmax_loss(user: Tensor, pos: Tensor, negatives: Tensor, temperature: float) -> Tensor:
+    """Mean cross-entropy of each positive against negatives shared by the batch, on cosine scores.
+
+    ``user``, ``pos``: ``[B, d]``; ``negatives``: ``[M, d]``. Row ``b``'s logits are
+    ``cos(u_b, p_b) / τ`` and ``cos(u_b, n_m) / τ`` for every ``m``; the loss is
+    ``-log softmax(logits)[positive]``. Scores are cosines, so a model trained with it ranks with
+    normalised rows (:meth:`hqgnn.trainer.Trainer.embeddings`). One ``[B, M]`` product per step:
+    every row is contrasted with ``M`` items for the price of one propagation.
+    """
+    u, p, n = F.normalize(user, dim=1), F.normalize(pos, dim=1), F.normalize(negatives, dim=1)
+    pos_logit = (u * p).sum(dim=1, keepdim=True)  # [B, 1]
+    logits = torch.cat([pos_logit, u @ n.T], dim=1) / temperature  # [B, 1 + M]
+    return (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()
 
 
 def l2_penalty(rows: Tensor, batch_size: int) -> Tensor:

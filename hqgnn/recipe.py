@@ -15,6 +15,7 @@ from hqgnn.bits import Bits, Estimator, default_estimator, is_float
 
 LrSchedule = Literal["constant", "cosine"]
 DeltaGranularity = Literal["table", "dimension"]
+Loss = Literal["bpr", "softmax"]
 
 
 class TrainRecipe(BaseModel):
@@ -36,7 +37,11 @@ class TrainRecipe(BaseModel):
     lr_schedule: LrSchedule = "constant"  # cosine: from lr down to lr_min over `epochs`
     lr_min: float = Field(0.0, ge=0)
     l2: float = Field(1e-4, ge=0)
+    loss: Loss = "bpr"  # bpr: LightGCN's pairwise loss; softmax: sampled softmax over cosine scores (hqgnn.loss.sampled_softmax_loss)
+    softmax_negatives: int = Field(1024, ge=1)  # softmax: negatives shared by the whole batch (the first of its uniform draws)
+    softmax_temperature: float = Field(0.1, gt=0)  # softmax: the cosine scores are divided by this
     negative_candidates: int = Field(1, ge=1)  # 1: uniform negatives (LightGCN); k > 1: the highest-scored of k uniform candidates (dynamic negative sampling)
+    bpr_negatives: int = Field(1, ge=1)  # BPR: uniform negatives per positive, the loss averaged over them (more signal per propagation)
     hard_negatives_from_epoch: int = Field(0, ge=0)  # with negative_candidates > 1: epochs before this one (0-based) stay uniform
     seed: int = 2024
     amp: bool = False  # mixed precision on CUDA only
@@ -68,6 +73,10 @@ class TrainRecipe(BaseModel):
             raise ValueError(f"bits=32 is float32: estimator must be 'none', got {self.estimator!r}")
         if not is_float(self.bits) and self.estimator == "none":
             raise ValueError(f"bits={self.bits} needs an estimator ('ste' or 'gste'), got 'none'")
+        if self.loss == "softmax" and self.negative_candidates > 1:
+            raise ValueError("negative_candidates > 1 (hard negatives) is a BPR option; loss 'softmax' ranks against shared negatives")
+        if self.bpr_negatives > 1 and (self.negative_candidates > 1 or self.loss != "bpr"):
+            raise ValueError("bpr_negatives > 1 averages BPR over uniform negatives: it excludes negative_candidates > 1 and loss 'softmax'")
         if self.hard_negatives_from_epoch > 0 and self.negative_candidates == 1:
             raise ValueError(
                 f"hard_negatives_from_epoch={self.hard_negatives_from_epoch} needs negative_candidates > 1 "

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from hqgnn.checkpoint import load_checkpoint, save_checkpoint
@@ -31,7 +32,7 @@ from hqgnn.encoder import LightGCNEncoder
 from hqgnn.estimators import straight_through
 from hqgnn.graph import normalized_adjacency
 from hqgnn.history import write_history
-from hqgnn.loss import bpr_loss, l2_penalty
+from hqgnn.loss import bpr_loss, l2_penalty, sampled_softmax_loss
 from hqgnn.metrics import evaluate_ranking
 from hqgnn.quant import fake_quantize
 from hqgnn.recipe import TrainRecipe
@@ -137,18 +138,31 @@ class Trainer:
         """One BPR + L2 step on a batch of int64 ``[B]`` triples; returns the loss (a 0-d tensor)."""
         out = self.model.propagate(self.adj)  # [N, d], users then items
         offset = self.data.num_users
-        if neg.dim() == 2:  # [B, k] candidates: keep the hardest under the scores this step trains
+        k = 1
+        if neg.dim() == 2 and self.cfg.bpr_negatives > 1:  # [B, k] uniform negatives, all in the loss
+            k, neg = neg.shape[1], neg.flatten()
+        elif neg.dim() == 2:  # [B, k] candidates: keep the hardest under the scores this step trains
             neg = self._hardest(out, users, neg)
         rows = torch.cat([users, pos + offset, neg + offset])  # one gather: one sparse gradient
         with torch.autocast(self.device.type, enabled=self.cfg.amp and self.device.type == "cuda"):
-            u, items = out[rows].split([users.numel(), 2 * users.numel()])
+            u, items = out[rows].split([users.numel(), (1 + k) * users.numel()])
             if self.quantizing:
                 delta_u, delta_i = self.estimator_delta
                 u = straight_through(u, self.cfg.bits, delta_u, check=False)  # δ checked once, when set
                 items = straight_through(items, self.cfg.bits, delta_i, check=False)
-            p, n = items.chunk(2)
-            reg = l2_penalty(self.model.embedding[rows], users.numel())  # layer-0 rows of the batch
-            loss = bpr_loss(u, p, n) + self.cfg.l2 * reg
+            p, n = items.split([users.numel(), k * users.numel()])
+            if k > 1:
+                n = n.view(users.numel(), k, -1)
+            if k == 1:
+                reg = l2_penalty(self.model.embedding[rows], users.numel())  # layer-0 rows of the batch
+            else:  # k negatives per positive weigh as one, so L2 means what it means at k = 1
+                ego = self.model.embedding[rows]
+                reg = l2_penalty(ego[: 2 * users.numel()], users.numel()) + l2_penalty(ego[2 * users.numel():], users.numel()) / k
+            if self.cfg.loss == "softmax":  # the batch's first M uniform negatives, shared by every row
+                rank = sampled_softmax_loss(u, p, n[: self.cfg.softmax_negatives], self.cfg.softmax_temperature)
+            else:
+                rank = bpr_loss(u, p, n)
+            loss = rank + self.cfg.l2 * reg
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -165,8 +179,12 @@ class Trainer:
 
     @torch.no_grad()
     def embeddings(self) -> tuple[Tensor, Tensor]:
-        """Float encoder outputs: users ``[num_users, dim]``, items ``[num_items, dim]``."""
-        return self.model(self.adj)
+        """Float encoder outputs: users ``[num_users, dim]``, items ``[num_items, dim]`` (unit rows
+        under the softmax loss, whose scores are cosines)."""
+        users, items = self.model(self.adj)
+        if self.cfg.loss == "softmax":
+            return F.normalize(users, dim=1), F.normalize(items, dim=1)
+        return users, items
 
     @torch.no_grad()
     def evaluate(self, split: str = "valid") -> dict[str, float]:
@@ -196,6 +214,7 @@ class Trainer:
                 self.delta = self._estimate_delta(epoch)
             lr = self.optimizer.param_groups[0]["lr"]
             self.candidates = cfg.negative_candidates if epoch >= cfg.hard_negatives_from_epoch else 1
+            self.candidates = max(self.candidates, cfg.bpr_negatives)  # uniform negatives per positive (BPR averages them)
             self.model.train()
             loss_sum = torch.zeros((), device=self.device)
             for k, (u, p, n) in enumerate(self.sampler.epoch(cfg.batch_size, self.candidates)):

@@ -19,6 +19,7 @@ from flows.trained_runs import load_run
 from flows.workdir import WorkDir
 from hqgnn.bits import FLOAT_BITS
 from hqgnn.code_refinement import refine_round
+from hqgnn.loss import bpr_loss, sampled_softmax_loss
 from hqgnn.metrics import evaluate_ranking
 from hqgnn.quant import fake_quantize
 from hqgnn.rotation import itq_rotation, quantization_loss, rotate_parameter
@@ -69,10 +70,13 @@ def test_resolve_device() -> None:
             resolve_device("cuda")
 
 
-@pytest.mark.parametrize(("bits", "estimator", "candidates"), [(32, "none", 1), (1, "ste", 1), (1, "gste", 1), (1, "gste", 4)])
-def test_training_beats_popularity_by_far(workdir: WorkDir, bits: int, estimator: str, candidates: int) -> None:
-    cfg = TrainConfig(bits=bits, estimator=estimator, epochs=12, run=f"q{bits}{estimator}{candidates}", delta_every=3,
-                      negative_candidates=candidates, **FAST)
+@pytest.mark.parametrize(("bits", "estimator", "candidates", "loss"),
+                         [(32, "none", 1, "bpr"), (1, "ste", 1, "bpr"), (1, "gste", 1, "bpr"), (1, "gste", 4, "bpr"),
+                          (32, "none", 1, "softmax"), (1, "gste", 1, "softmax"), (32, "none", 1, "bpr4"), (1, "gste", 1, "bpr4")])
+def test_training_beats_popularity_by_far(workdir: WorkDir, bits: int, estimator: str, candidates: int, loss: str) -> None:
+    cfg = TrainConfig(bits=bits, estimator=estimator, epochs=12, run=f"q{bits}{estimator}{candidates}{loss}", delta_every=3,
+                      negative_candidates=candidates, loss=loss.removesuffix("4"), bpr_negatives=4 if loss == "bpr4" else 1,
+                      softmax_negatives=128, **FAST)
     res = train(workdir, cfg)
     run = load_run(res.path)
     data = load_split(run.split_dir)
@@ -84,6 +88,34 @@ def test_training_beats_popularity_by_far(workdir: WorkDir, bits: int, estimator
     assert test > 1.5 * pop and test > pop + 0.1, (test, pop)
     assert run.best_valid["recall@20"] == pytest.approx(res.best_valid["recall@20"])
     assert (workdir.models / "latest").resolve() == res.path.resolve()
+    if loss == "softmax":  # cosine scores: the run ships unit rows, so inner products rank as it trained
+        assert torch.allclose(run.user_emb.norm(dim=1), torch.ones(len(run.user_emb)), atol=1e-5)
+        assert torch.allclose(run.item_emb.norm(dim=1), torch.ones(len(run.item_emb)), atol=1e-5)
+
+
+def test_sampled_softmax_loss_is_cross_entropy_over_cosines() -> None:
+    g = torch.Generator().manual_seed(0)
+    u, p, n = (torch.randn(s, 8, generator=g) for s in (5, 5, 7))
+    logits = torch.cat([torch.nn.functional.cosine_similarity(u, p).unsqueeze(1),
+                        torch.nn.functional.normalize(u, dim=1) @ torch.nn.functional.normalize(n, dim=1).T], dim=1) / 0.2
+    want = torch.nn.functional.cross_entropy(logits, torch.zeros(5, dtype=torch.long))
+    assert sampled_softmax_loss(u, p, n, 0.2) == pytest.approx(float(want), rel=1e-5)
+    assert sampled_softmax_loss(3 * u, p, 0.5 * n, 0.2) == pytest.approx(float(want), rel=1e-5)  # norms do not count
+    assert sampled_softmax_loss(u, u, n, 0.2) < sampled_softmax_loss(u, -u, n, 0.2)  # the positive pulled up lowers it
+
+
+def test_softmax_loss_rejects_hard_negatives() -> None:
+    with pytest.raises(ValueError, match="BPR option"):
+        TrainConfig(loss="softmax", negative_candidates=4)
+    with pytest.raises(ValueError, match="bpr_negatives"):
+        TrainConfig(bpr_negatives=4, negative_candidates=4)
+
+
+def test_bpr_over_k_negatives_is_the_mean_of_k_single_negative_losses() -> None:
+    g = torch.Generator().manual_seed(1)
+    u, p, n = torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g), torch.randn(6, 3, 8, generator=g)
+    want = sum(bpr_loss(u, p, n[:, j]) for j in range(3)) / 3
+    assert bpr_loss(u, p, n) == pytest.approx(float(want), rel=1e-6)
 
 
 def test_run_files_history_and_loaded_run(workdir: WorkDir) -> None:
