@@ -49,6 +49,14 @@ def test_rows_are_carried_by_original_id_and_new_rows_come_from_neighbours() -> 
     rnd = warm_start(prev_u, prev_i, np.array(["a", "b", "gone"], dtype=object), np.array(["x", "y"], dtype=object),
                      user_ids, item_ids, train, new_rows="random", seed=1)
     assert torch.equal(rnd.embedding[0], prev_u[1]) and rnd.embedding[1].abs().max() < 1.0  # random start, std 0.1
+    items_only = warm_start(prev_u, prev_i, np.array(["a", "b", "gone"], dtype=object), np.array(["x", "y"], dtype=object),
+                            user_ids, item_ids, train, carry_users=False)
+    u2, i2 = items_only.embedding[:3], items_only.embedding[3:]
+    assert torch.equal(i2[0], prev_i[1]) and torch.equal(i2[2], prev_i[0])  # items still carried by id
+    torch.testing.assert_close(u2[0], prev_i[1])  # b: the mean of its item y, not its previous row
+    torch.testing.assert_close(u2[2], prev_i[0])  # a: of x (z is new and not yet set at step 2)
+    torch.testing.assert_close(i2[1], (u2[1] + u2[2]) / 2)  # z: of its users new and a (step 3)
+    assert items_only.counts()["users_carried"] == 0 and items_only.counts()["items_carried"] == 2
 
 
 def test_trainer_starts_from_the_initial_table(tmp_path: Path) -> None:
