@@ -203,14 +203,14 @@ def main(argv: list[str] | None = None) -> None:
                   hutchinson_samples=4, hutchinson_batches=2, delta_every=5)
     cold_cfg = TrainRecipe(**common, lr=args.lr, epochs=args.cold_epochs, eval_every=5, patience=3,
                            float_warmup_epochs=args.float_warmup_epochs if args.bits != 32 else 0)
-    warm_cfg = TrainRecipe(**common | dict(lr=args.warm_lr or args.lr, epochs=args.warm_epochs, eval_every=args.warm_eval_every, patience=2)
-                           | _overrides(args.warm_set))
-    variants = {"neighbours": ({"new_rows": "neighbours"}, warm_cfg)} | ({"random": ({"new_rows": "random"}, warm_cfg)} if args.warm_random else {})
+    warm_start_kw, warm_cfg = _warm_recipe(TrainRecipe(**common, lr=args.warm_lr or args.lr, epochs=args.warm_epochs,
+                                                       eval_every=args.warm_eval_every, patience=2), args.warm_set)
+    variants = {"neighbours": (warm_start_kw, warm_cfg)}
+    if args.warm_random:
+        variants["random"] = (warm_start_kw | {"new_rows": "random"}, warm_cfg)
     for spec in args.warm_variant:
         name, _, sets = spec.partition(":")
-        sets = _overrides(sets.split(","))
-        start = {"new_rows": "neighbours", "carry_users": sets.pop("carry_users", "true").lower() == "true"}
-        variants[name] = (start, TrainRecipe(**warm_cfg.model_dump(exclude={"estimator"}) | sets))
+        variants[name] = _warm_recipe(warm_cfg, sets.split(","))
     root = Path(tempfile.mkdtemp(prefix="replay-"))
     began = time.perf_counter()
     state = torch.load(args.state, weights_only=False) if args.state and args.state.exists() else None
@@ -272,12 +272,15 @@ def main(argv: list[str] | None = None) -> None:
     print(table(rows))
 
 
-def _overrides(pairs: list[str]) -> dict[str, str]:
-    """``["lr=2e-2", ...]`` -> ``{"lr": "2e-2"}`` (TrainRecipe validates and converts the values)."""
+def _warm_recipe(base: TrainRecipe, pairs: list[str]) -> tuple[dict[str, Any], TrainRecipe]:
+    """``base`` with ``["lr=2e-2", "carry_users=false", ...]`` applied: the :func:`warm_start` keywords
+    (``carry_users``) and the recipe (any other TrainRecipe field; it validates and converts the values)."""
     bad = [x for x in pairs if "=" not in x]
     if bad:
         raise SystemExit(f"warm recipe overrides must be KEY=VALUE, got {bad}")
-    return dict(x.split("=", 1) for x in pairs)
+    sets = dict(x.split("=", 1) for x in pairs)
+    start = {"new_rows": "neighbours", "carry_users": sets.pop("carry_users", "true").lower() == "true"}
+    return start, TrainRecipe(**base.model_dump(exclude={"estimator"}) | sets)
 
 
 def _ids(data: SplitData) -> SimpleNamespace:
