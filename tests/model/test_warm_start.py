@@ -120,6 +120,19 @@ def test_warm_run_carries_rows_records_its_parent_and_learns_faster_than_cold(ni
     assert warm.best_valid["recall@20"] > cold.best_valid["recall@20"] + 0.05
 
 
+def test_items_only_warm_start_rebuilds_every_user_row_from_its_items(nights: WorkDir) -> None:
+    run = train(nights, TrainConfig(run="items-only", bits=1, epochs=1, init_from="night1", warm_carry_users=False,
+                                    **{**FAST, "lr": 1e-12}))
+    record = json.loads((run.path / "config.json").read_text())["warm_start"]
+    assert (record["users_carried"], record["users_new"], record["items_carried"]) == (0, 65, 80)
+    table = load_checkpoint(run.path / "best.pt")["model"]["embedding"]
+    grown = load_split(nights.splits / "grown")
+    users, items = table[: grown.num_users], table[grown.num_users :]
+    for k in range(0, grown.num_users, 9):
+        mine = grown.train.indices[grown.train.indptr[k] : grown.train.indptr[k + 1]]
+        torch.testing.assert_close(users[k], items[mine].mean(0), atol=1e-5, rtol=0)
+
+
 def test_carried_rows_are_the_parents_by_id(nights: WorkDir) -> None:
     run = train(nights, TrainConfig(run="frozen", bits=1, epochs=1, init_from="night1", **{**FAST, "lr": 1e-12}))
     parent, child = load_checkpoint(nights.models / "night1" / "best.pt"), load_checkpoint(run.path / "best.pt")
