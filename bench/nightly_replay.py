@@ -9,6 +9,10 @@ nights then adds the next block of ``--block-days`` days (Grocery has ~75 intera
 - **warm**: starts from the published model's layer-0 rows by original id, new users/items from
   their train neighbours (:mod:`hqgnn.warm_start`), ``--warm-epochs`` (the ``hqgnn/nightly`` recipe);
 - **warm-random**: the same with new rows at the random start (the ablation of the neighbour rule);
+- **warm variants** (``--warm-variant NAME:KEY=VALUE,...``): other warm recipes (overrides of the
+  warm recipe's fields, e.g. ``float_warmup_epochs=2``, or of the warm start's ``carry_users``)
+  from the same champion, scored against the same cold run, never published (the champion
+  follows the warm recipe, ``--warm-set`` overrides it);
 - **gate**: the warm challenger against the published champion on tonight's validation split
   (:func:`hqgnn.comparison.compare`, tolerance 0.005); the champion moves when it passes;
 - **fold-in**: users who first appear tonight get codes from the champion BEFORE tonight's
@@ -178,6 +182,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--user-mod", type=int, default=1, help="keep users whose integer id is divisible by this (a 1/N user sample; 1 = all)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--foldin-refine", type=int, nargs="*", default=[1, 2, 4, 8], help="code-refinement rounds of the codes+refine<r> fold-ins")
+    p.add_argument("--warm-set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="overrides of the warm recipe's TrainRecipe fields, e.g. float_warmup_epochs=2 lr=2e-2")
+    p.add_argument("--warm-variant", action="append", default=[], metavar="NAME:KEY=VALUE,...",
+                   help="an extra warm recipe (overrides of the warm recipe) from the same champion, not published; repeatable")
     p.add_argument("--warm-random", action=argparse.BooleanOptionalAction, default=True, help="also run the warm-random ablation")
     p.add_argument("--state", type=Path, default=None,
                    help="resumable state: continue the replay saved here (if it exists) and save it after every night")
@@ -195,7 +203,14 @@ def main(argv: list[str] | None = None) -> None:
                   hutchinson_samples=4, hutchinson_batches=2, delta_every=5)
     cold_cfg = TrainRecipe(**common, lr=args.lr, epochs=args.cold_epochs, eval_every=5, patience=3,
                            float_warmup_epochs=args.float_warmup_epochs if args.bits != 32 else 0)
-    warm_cfg = TrainRecipe(**common, lr=args.warm_lr or args.lr, epochs=args.warm_epochs, eval_every=args.warm_eval_every, patience=2)
+    warm_start_kw, warm_cfg = _warm_recipe(TrainRecipe(**common, lr=args.warm_lr or args.lr, epochs=args.warm_epochs,
+                                                       eval_every=args.warm_eval_every, patience=2), args.warm_set)
+    variants = {"neighbours": (warm_start_kw, warm_cfg)}
+    if args.warm_random:
+        variants["random"] = (warm_start_kw | {"new_rows": "random"}, warm_cfg)
+    for spec in args.warm_variant:
+        name, _, sets = spec.partition(":")
+        variants[name] = _warm_recipe(warm_cfg, sets.split(","))
     root = Path(tempfile.mkdtemp(prefix="replay-"))
     began = time.perf_counter()
     state = torch.load(args.state, weights_only=False) if args.state and args.state.exists() else None
@@ -229,13 +244,13 @@ def main(argv: list[str] | None = None) -> None:
                                    "next_interactions": truth.nnz, "load": os.getloadavg(),
                                    "cold": _summary(cold, next_metrics(cold["model"], data, truth))}
             row["foldin"] = foldin_quality(champion, champ_items, data, cold["model"], truth, args.foldin_refine)
-            for variant in ("neighbours", "random") if args.warm_random else ("neighbours",):
+            for variant, (start, cfg) in variants.items():
                 t0 = time.perf_counter()
                 prev_u, prev_i = champ_layer0[: champ_data.num_users], champ_layer0[champ_data.num_users :]
                 ws = warm_start(prev_u, prev_i, champ_data.user_ids, champ_data.item_ids, data.user_ids, data.item_ids,
-                                data.train, variant, seed=2024)
+                                data.train, seed=2024, **start)
                 init_s = time.perf_counter() - t0
-                warm = train(warm_cfg, data, root, f"warm-{variant}{n}", ws.embedding)
+                warm = train(cfg, data, root, f"warm-{variant}{n}", ws.embedding)
                 warm["seconds"] += init_s
                 row[f"warm_{variant}"] = {**_summary(warm, next_metrics(warm["model"], data, truth)), **ws.counts()}
                 if variant == "neighbours":
@@ -255,6 +270,17 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "nights": rows}, indent=1))
     print(table(rows))
+
+
+def _warm_recipe(base: TrainRecipe, pairs: list[str]) -> tuple[dict[str, Any], TrainRecipe]:
+    """``base`` with ``["lr=2e-2", "carry_users=false", ...]`` applied: the :func:`warm_start` keywords
+    (``carry_users``) and the recipe (any other TrainRecipe field; it validates and converts the values)."""
+    bad = [x for x in pairs if "=" not in x]
+    if bad:
+        raise SystemExit(f"warm recipe overrides must be KEY=VALUE, got {bad}")
+    sets = dict(x.split("=", 1) for x in pairs)
+    start = {"new_rows": "neighbours", "carry_users": sets.pop("carry_users", "true").lower() == "true"}
+    return start, TrainRecipe(**base.model_dump(exclude={"estimator"}) | sets)
 
 
 def _ids(data: SplitData) -> SimpleNamespace:
@@ -285,7 +311,13 @@ def table(rows: list[dict[str, Any]]) -> str:
     warm_r = sum(r["warm_neighbours"]["r20"] for r in rows)
     cold_s = sum(r["cold"]["seconds"] for r in rows)
     warm_s = sum(r["warm_neighbours"]["seconds"] for r in rows)
-    out.append(f"\nOver the nights: warm R@20 {100 * warm_r / max(cold_r, 1e-12):.1f} % of cold at {100 * warm_s / cold_s:.1f} % of cold's training time.\n")
+    out.append(f"\nOver the nights: warm R@20 {100 * warm_r / max(cold_r, 1e-12):.1f} % of cold at {100 * warm_s / cold_s:.1f} % of cold's training time.")
+    for v in [k.removeprefix("warm_") for k in rows[0] if k.startswith("warm_") and k != "warm_neighbours"] if rows else []:
+        per_night = ", ".join(f"{100 * r[f'warm_{v}']['r20'] / max(r['cold']['r20'], 1e-12):.0f}" for r in rows)
+        out.append(f"warm variant {v}: R@20 {100 * sum(r[f'warm_{v}']['r20'] for r in rows) / max(cold_r, 1e-12):.1f} % of cold "
+                   f"(per night {per_night} %) at {100 * sum(r[f'warm_{v}']['seconds'] for r in rows) / cold_s:.1f} % of cold's time; "
+                   f"best epochs {[r[f'warm_{v}']['best_epoch'] for r in rows]}.")
+    out.append("")
     methods = next((r["foldin"]["methods"] for r in rows if r["foldin"].get("methods")), [])
     slow = ([m for m in methods if "refine" in m] or methods or ["codes"])[-1]  # the most refinement rounds
     out += ["| night | new users scored | retrained R@20 | " + " | ".join(f"fold-in {m}" for m in methods)

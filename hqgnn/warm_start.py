@@ -13,7 +13,8 @@ Why the neighbour mean: LightGCN's output of a node is a normalised sum over its
 so the mean of the neighbours' rows is where one propagation step would put it: its first
 scores are already those of the items it interacted with, where a random row starts at chance
 (measured against ``new_rows="random"`` in ``bench/nightly_replay.py``). Rows of the previous
-run whose id is gone from the snapshot are dropped.
+run whose id is gone from the snapshot are dropped. ``carry_users=False`` carries only the item
+rows: every user is then new, its row the mean of its items' (step 2).
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ def warm_start(
     new_rows: NewRows = "neighbours",
     init_std: float = 0.1,
     seed: int = 0,
+    carry_users: bool = True,
 ) -> WarmStart:
     """The new layer-0 table (module docstring).
 
@@ -86,6 +88,7 @@ def warm_start(
         train: the new snapshot's train interactions ``[U, I]``.
         new_rows: ``"neighbours"`` (mean of the train neighbours' rows) or ``"random"``.
         init_std, seed: the random start of rows without a neighbour (LightGCN: std 0.1).
+        carry_users: False carries only the item rows (every user row from its items).
     Returns:
         :class:`WarmStart` with ``embedding`` float32 ``[U + I, d]`` on the CPU.
     """
@@ -100,6 +103,8 @@ def warm_start(
     users = torch.randn(len(user_ids), dim, generator=gen) * init_std
     items = torch.randn(len(item_ids), dim, generator=gen) * init_std
     u_src, i_src = match_rows(user_ids, prev_user_ids), match_rows(item_ids, prev_item_ids)
+    if not carry_users:
+        u_src = torch.full_like(u_src, -1)
     u_known, i_known = u_src >= 0, i_src >= 0
     users[u_known] = prev_users.detach().float().cpu()[u_src[u_known]]
     items[i_known] = prev_items.detach().float().cpu()[i_src[i_known]]

@@ -268,7 +268,7 @@ def warm_table(workdir: WorkDir, cfg: TrainConfig, data: SplitData, run_dir: Pat
     prev_users, prev_items = table[: args["num_users"]], table[args["num_users"] :]
     prev_user_ids, prev_item_ids = read_id_maps((parent / meta["split_dir"]).resolve())
     ws = warm_start(prev_users, prev_items, prev_user_ids, prev_item_ids, data.user_ids, data.item_ids, data.train,
-                    cfg.warm_new_rows, seed=cfg.seed)
+                    cfg.warm_new_rows, seed=cfg.seed, carry_users=cfg.warm_carry_users)
     record = {"init_from": cfg.init_from, "parent_run": parent.name, "parent_snapshot": meta.get("snapshot"),
               "parent_best_epoch": int(state["epoch"]), **ws.counts()}
     return ws.embedding, record

@@ -59,6 +59,7 @@ def test_deployments_train_cold_and_nightly_warm_with_foldin() -> None:
         PipelineConfig(**{k: v for k, v in params.items() if k in PipelineConfig.model_fields})
     cold, warm = PipelineConfig(train=deployments["train"]["train"]).train, PipelineConfig(train=deployments["nightly"]["train"]).train
     assert cold.init_from == "none" and warm.init_from == "published" and warm.warm_epochs and warm.warm_epochs < cold.epochs
+    assert cold.warm_carry_users and not warm.warm_carry_users  # the nightly carries only item rows (BENCHMARKS.md, issue 16)
     assert deployments["nightly"]["foldin"] == {} and deployments["train"].get("foldin") is None
 
 

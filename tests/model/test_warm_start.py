@@ -49,6 +49,14 @@ def test_rows_are_carried_by_original_id_and_new_rows_come_from_neighbours() -> 
     rnd = warm_start(prev_u, prev_i, np.array(["a", "b", "gone"], dtype=object), np.array(["x", "y"], dtype=object),
                      user_ids, item_ids, train, new_rows="random", seed=1)
     assert torch.equal(rnd.embedding[0], prev_u[1]) and rnd.embedding[1].abs().max() < 1.0  # random start, std 0.1
+    items_only = warm_start(prev_u, prev_i, np.array(["a", "b", "gone"], dtype=object), np.array(["x", "y"], dtype=object),
+                            user_ids, item_ids, train, carry_users=False)
+    u2, i2 = items_only.embedding[:3], items_only.embedding[3:]
+    assert torch.equal(i2[0], prev_i[1]) and torch.equal(i2[2], prev_i[0])  # items still carried by id
+    torch.testing.assert_close(u2[0], prev_i[1])  # b: the mean of its item y, not its previous row
+    torch.testing.assert_close(u2[2], prev_i[0])  # a: of x (z is new and not yet set at step 2)
+    torch.testing.assert_close(i2[1], (u2[1] + u2[2]) / 2)  # z: of its users new and a (step 3)
+    assert items_only.counts()["users_carried"] == 0 and items_only.counts()["items_carried"] == 2
 
 
 def test_trainer_starts_from_the_initial_table(tmp_path: Path) -> None:
@@ -110,6 +118,19 @@ def test_warm_run_carries_rows_records_its_parent_and_learns_faster_than_cold(ni
     assert (record["items_carried"], record["items_new"]) == (80, 0)
     # one warm epoch starts from a trained model: far above one cold epoch
     assert warm.best_valid["recall@20"] > cold.best_valid["recall@20"] + 0.05
+
+
+def test_items_only_warm_start_rebuilds_every_user_row_from_its_items(nights: WorkDir) -> None:
+    run = train(nights, TrainConfig(run="items-only", bits=1, epochs=1, init_from="night1", warm_carry_users=False,
+                                    **{**FAST, "lr": 1e-12}))
+    record = json.loads((run.path / "config.json").read_text())["warm_start"]
+    assert (record["users_carried"], record["users_new"], record["items_carried"]) == (0, 65, 80)
+    table = load_checkpoint(run.path / "best.pt")["model"]["embedding"]
+    grown = load_split(nights.splits / "grown")
+    users, items = table[: grown.num_users], table[grown.num_users :]
+    for k in range(0, grown.num_users, 9):
+        mine = grown.train.indices[grown.train.indptr[k] : grown.train.indptr[k + 1]]
+        torch.testing.assert_close(users[k], items[mine].mean(0), atol=1e-5, rtol=0)
 
 
 def test_carried_rows_are_the_parents_by_id(nights: WorkDir) -> None:
