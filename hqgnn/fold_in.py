@@ -39,11 +39,7 @@ def fold_in(item_rows: Tensor, item_table: Tensor, item_degree: Tensor | None = 
         >>> fold_in(torch.tensor([0, 2]), torch.eye(3), torch.tensor([1.0, 4.0, 4.0]))
         tensor([0.7071, 0.0000, 0.3536])
     """
-    rows = torch.unique(torch.as_tensor(item_rows, dtype=torch.int64))
-    if rows.numel() == 0:
-        raise ValueError("fold_in needs at least one item row, got none")
-    if int(rows.min()) < 0 or int(rows.max()) >= item_table.shape[0]:
-        raise ValueError(f"item_rows out of range [0, {item_table.shape[0]}): min {int(rows.min())}, max {int(rows.max())}")
+    rows = _unique_rows(item_rows, item_table.shape[0])
     weights = _weights(rows, item_degree, item_table.shape[0]) / rows.numel() ** 0.5
     return (weights[:, None] * item_table[rows].float()).sum(0)
 
@@ -111,12 +107,8 @@ def recommend_for_items(
     retriever's). Only the given rows are dequantized, with the same arithmetic as
     :func:`fold_in` over the whole table, so both give the same code.
     """
-    rows = torch.unique(torch.as_tensor(item_rows, dtype=torch.int64))
     num_items = items.num_items if isinstance(items, Retriever) else len(items)
-    if rows.numel() == 0:
-        raise ValueError("fold_in needs at least one item row, got none")
-    if int(rows.min()) < 0 or int(rows.max()) >= num_items:
-        raise ValueError(f"item_rows out of range [0, {num_items}): min {int(rows.min())}, max {int(rows.max())}")
+    rows = _unique_rows(item_rows, num_items)
     if item_degree is not None and torch.as_tensor(item_degree).numel() != num_items:
         raise ValueError(f"item_degree has {torch.as_tensor(item_degree).numel()} entries, expected {num_items}")
     picked = items.item_rows(rows.numpy()) if isinstance(items, Retriever) else items.subset(rows.numpy())
@@ -126,6 +118,16 @@ def recommend_for_items(
     seen = InteractionMatrix.from_pairs(np.zeros(rows.numel(), np.int64), rows.numpy(), 1, num_items)
     retriever = items.with_queries(user) if isinstance(items, Retriever) else Retriever(user, items, rank_by)
     return retriever.recommend(0, k, seen)
+
+
+def _unique_rows(item_rows: Tensor, num_items: int) -> Tensor:
+    """int64 ``[n]``: the distinct ``item_rows``, checked non-empty and within ``[0, num_items)``."""
+    rows = torch.unique(torch.as_tensor(item_rows, dtype=torch.int64))
+    if rows.numel() == 0:
+        raise ValueError("fold_in needs at least one item row, got none")
+    if int(rows.min()) < 0 or int(rows.max()) >= num_items:
+        raise ValueError(f"item_rows out of range [0, {num_items}): min {int(rows.min())}, max {int(rows.max())}")
+    return rows
 
 
 def _weights(rows: Tensor, item_degree: Tensor | None, num_items: int) -> Tensor:
