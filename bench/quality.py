@@ -119,7 +119,8 @@ def main() -> None:
                       ("float-warmup-epochs", int), ("itq-rotation", int), ("delta-granularity", str),
                       ("negative-candidates", int), ("hard-negatives-from-epoch", int),
                       ("refine-user-codes", int), ("refine-temperature", float), ("refine-top-items", int),
-                      ("loss", str), ("bpr-negatives", int), ("softmax-negatives", int), ("softmax-temperature", float)]:
+                      ("loss", str), ("bpr-negatives", int), ("softmax-negatives", int), ("softmax-temperature", float),
+                      ("init-from", str), ("warm-epochs", int), ("warm-carry-users", int)]:
         ap.add_argument(f"--{name}", type=typ, default=None)
     args = ap.parse_args()
     if args.threads:
