@@ -15,7 +15,8 @@ from hqgnn.files import atomic_write_bytes, atomic_write_json
 
 def write_history(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     """One row per epoch: epoch, loss, lr, quantized (the quantizer was on), negative_candidates
-    (1 = uniform negatives that epoch), valid_recall@20, valid_ndcg@20, delta_user/item,
+    (hard-negative candidates; 1 = uniform negatives that epoch), bpr_negatives (uniform negatives
+    per positive the loss averaged), valid_recall@20, valid_ndcg@20, delta_user/item,
     trace_user/item, epoch_seconds, eta (NaN where not measured that epoch; null in JSON)."""
     if not rows:
         return

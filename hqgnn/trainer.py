@@ -97,7 +97,7 @@ class Trainer:
         self.on_epoch, self.on_step, self.on_refine = on_epoch, on_step, on_refine
         self.quantized = cfg.quantized
         self.quantizing = self.quantized and cfg.float_warmup_epochs == 0  # the quantizer is on in this epoch
-        self.candidates = 1  # negative candidates per triple in this epoch (cfg.negative_candidates once hard negatives start)
+        self.candidates = 1  # hard-negative candidates per triple in this epoch (cfg.negative_candidates once hard negatives start)
         self.adj = normalized_adjacency(data.train, device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
@@ -214,10 +214,10 @@ class Trainer:
                 self.delta = self._estimate_delta(epoch)
             lr = self.optimizer.param_groups[0]["lr"]
             self.candidates = cfg.negative_candidates if epoch >= cfg.hard_negatives_from_epoch else 1
-            self.candidates = max(self.candidates, cfg.bpr_negatives)  # uniform negatives per positive (BPR averages them)
+            draws = max(self.candidates, cfg.bpr_negatives)  # or uniform negatives per positive (BPR averages them)
             self.model.train()
             loss_sum = torch.zeros((), device=self.device)
-            for k, (u, p, n) in enumerate(self.sampler.epoch(cfg.batch_size, self.candidates)):
+            for k, (u, p, n) in enumerate(self.sampler.epoch(cfg.batch_size, draws)):
                 loss_sum += self.step(u, p, n) * u.numel()
                 if self.on_step:
                     self.on_step(k + 1, steps)
@@ -288,6 +288,7 @@ class Trainer:
         nan = float("nan")
         return {
             "epoch": epoch + 1, "loss": loss, "lr": lr, "quantized": self.quantizing, "negative_candidates": self.candidates,
+            "bpr_negatives": self.cfg.bpr_negatives,
             "valid_recall@20": valid["recall@20"] if valid else nan,
             "valid_ndcg@20": valid["ndcg@20"] if valid else nan,
             "delta_user": self.delta.user, "delta_item": self.delta.item,

@@ -275,13 +275,14 @@ def warm_table(workdir: WorkDir, cfg: TrainConfig, data: SplitData, run_dir: Pat
 
 
 def format_epoch(r: dict[str, Any], cfg: TrainConfig) -> str:
-    """One progress line: epoch, loss, validation metric, δ (or "float warm-up"), hard negatives, seconds per epoch, ETA."""
+    """One progress line: epoch, loss, validation metric, δ (or "float warm-up"), hard negatives or negatives per positive, seconds per epoch, ETA."""
     valid = "" if r["valid_recall@20"] != r["valid_recall@20"] else f"  valid R@20 {r['valid_recall@20']:.4f} N@20 {r['valid_ndcg@20']:.4f}"
     per_dim = " (mean of dims)" if cfg.delta_granularity == "dimension" else ""
     delta = "" if r["trace_user"] != r["trace_user"] else f"  δ{per_dim} u {r['delta_user']:.3g} i {r['delta_item']:.3g}"
     if cfg.quantized and not r["quantized"]:
         delta = "  float warm-up"
     hard = f"  hard negatives of {r['negative_candidates']}" if r.get("negative_candidates", 1) > 1 else ""
+    hard += f"  {r['bpr_negatives']} negatives per positive" if r.get("bpr_negatives", 1) > 1 else ""
     return f"epoch {r['epoch']:>4}/{cfg.epochs}  loss {r['loss']:.4f}{valid}{delta}{hard}  {r['epoch_seconds']:.1f} s  eta {r['eta'] / 60:.1f} min"
 
 

@@ -88,6 +88,10 @@ def test_training_beats_popularity_by_far(workdir: WorkDir, bits: int, estimator
     assert test > 1.5 * pop and test > pop + 0.1, (test, pop)
     assert run.best_valid["recall@20"] == pytest.approx(res.best_valid["recall@20"])
     assert (workdir.models / "latest").resolve() == res.path.resolve()
+    hist = pq.read_table(res.path / "history.parquet").to_pylist()  # k negatives per positive are not hard-negative candidates
+    assert {(r["negative_candidates"], r["bpr_negatives"]) for r in hist} == {(candidates, 4 if loss == "bpr4" else 1)}
+    if loss == "bpr4":
+        assert "4 negatives per positive" in format_epoch(hist[0], cfg) and "hard negatives" not in format_epoch(hist[0], cfg)
     if loss == "softmax":  # cosine scores: the run ships unit rows, so inner products rank as it trained
         assert torch.allclose(run.user_emb.norm(dim=1), torch.ones(len(run.user_emb)), atol=1e-5)
         assert torch.allclose(run.item_emb.norm(dim=1), torch.ones(len(run.item_emb)), atol=1e-5)
