@@ -13,6 +13,7 @@ run side by side in one process. Each side runs ``--warmup`` untimed steps, then
   ``node_id=edge_label_index.unique()``, Adam.
 
     .venv/bin/python bench/train_speed.py --data ../shared/data/gowalla-lightgcn
+    .venv/bin/python bench/train_speed.py --data ../shared/data/gowalla-lightgcn --batch-size 32768 --bpr-negatives 4 --ours-only
 
 Last line: ``epoch_s=<ours> pyg_epoch_s=<pyg> epoch_speedup_vs_pyg=<ratio>``.
 """
@@ -50,9 +51,10 @@ def train_only(train: InteractionMatrix) -> SplitData:
     return SplitData(train, empty, empty, train.num_users, train.num_items, np.array([]), np.array([]), "bench", Path("."), {})
 
 
-def time_ours(train: InteractionMatrix, batch: int, warmup: int, steps: int) -> float:
-    trainer = Trainer(TrainConfig(bits=32, batch_size=batch, lr=1e-3, device="cpu"), train_only(train), Path("/nonexistent"), torch.device("cpu"))
-    batches = [trainer.sampler.sample(batch) for _ in range(warmup + steps)]
+def time_ours(train: InteractionMatrix, batch: int, warmup: int, steps: int, negatives: int = 1) -> float:
+    cfg = TrainConfig(bits=32, batch_size=batch, lr=1e-3, device="cpu", bpr_negatives=negatives)
+    trainer = Trainer(cfg, train_only(train), Path("/nonexistent"), torch.device("cpu"))
+    batches = [trainer.sampler.sample(batch, candidates=negatives) for _ in range(warmup + steps)]
     for u, p, n in batches[:warmup]:
         trainer.step(u, p, n)
     t0 = time.perf_counter()
@@ -100,6 +102,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bpr-negatives", type=int, default=1, help="ours: uniform negatives per positive (TrainConfig.bpr_negatives)")
+    ap.add_argument("--ours-only", action="store_true", help="skip PyG (e.g. to compare two commits of ours, side by side)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -107,8 +111,11 @@ def main() -> None:
     steps_per_epoch = math.ceil(train.nnz / args.batch_size)
     print(f"data {args.data}: {train.num_users} users, {train.num_items} items, {train.nnz} train interactions; "
           f"batch {args.batch_size} -> {steps_per_epoch} steps/epoch; threads {args.threads}", flush=True)
-    ours = time_ours(train, args.batch_size, args.warmup, args.steps)
-    print(f"ours: {ours * 1000:.1f} ms/step over {args.steps} steps", flush=True)
+    ours = time_ours(train, args.batch_size, args.warmup, args.steps, args.bpr_negatives)
+    print(f"ours: {ours * 1000:.1f} ms/step over {args.steps} steps ({args.bpr_negatives} negative(s) per positive)", flush=True)
+    if args.ours_only:
+        print(f"epoch_s={ours * steps_per_epoch:.1f}")
+        return
     pyg = time_pyg(train, args.batch_size, args.warmup, args.pyg_steps)
     print(f"pyg LightGCN: {pyg * 1000:.1f} ms/step over {args.pyg_steps} steps", flush=True)
     print(f"epoch_s={ours * steps_per_epoch:.1f} pyg_epoch_s={pyg * steps_per_epoch:.1f} epoch_speedup_vs_pyg={pyg / ours:.1f}")

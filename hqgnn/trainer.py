@@ -153,11 +153,10 @@ class Trainer:
             p, n = items.split([users.numel(), k * users.numel()])
             if k > 1:
                 n = n.view(users.numel(), k, -1)
-            if k == 1:
-                reg = l2_penalty(self.model.embedding[rows], users.numel())  # layer-0 rows of the batch
-            else:  # k negatives per positive weigh as one, so L2 means what it means at k = 1
-                ego = self.model.embedding[rows]
-                reg = l2_penalty(ego[: 2 * users.numel()], users.numel()) + l2_penalty(ego[2 * users.numel():], users.numel()) / k
+            # users and positives weigh 1/B each; the k negatives of a positive weigh as one, so L2 means what it means at k = 1
+            weight = torch.full((rows.numel(),), 1.0 / users.numel(), device=rows.device)
+            weight[2 * users.numel():] /= k
+            reg = l2_penalty(self.model.embedding, rows, weight)
             if self.cfg.loss == "softmax":  # the batch's first M uniform negatives, shared by every row
                 rank = sampled_softmax_loss(u, p, n[: self.cfg.softmax_negatives], self.cfg.softmax_temperature)
             else:

@@ -19,7 +19,7 @@ from flows.trained_runs import load_run
 from flows.workdir import WorkDir
 from hqgnn.bits import FLOAT_BITS
 from hqgnn.code_refinement import refine_round
-from hqgnn.loss import bpr_loss, sampled_softmax_loss
+from hqgnn.loss import bpr_loss, l2_penalty, sampled_softmax_loss
 from hqgnn.metrics import evaluate_ranking
 from hqgnn.quant import fake_quantize
 from hqgnn.rotation import itq_rotation, quantization_loss, rotate_parameter
@@ -120,6 +120,19 @@ def test_bpr_over_k_negatives_is_the_mean_of_k_single_negative_losses() -> None:
     u, p, n = torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g), torch.randn(6, 3, 8, generator=g)
     want = sum(bpr_loss(u, p, n[:, j]) for j in range(3)) / 3
     assert bpr_loss(u, p, n) == pytest.approx(float(want), rel=1e-6)
+
+
+@pytest.mark.parametrize("rows", [12, 40])  # fewer rows than the table: gathered; more: summed per node over the table
+def test_l2_penalty_is_half_the_weighted_squared_norms_of_the_batch_rows(rows: int) -> None:
+    g = torch.Generator().manual_seed(3)
+    table = torch.randn(20, 4, generator=g, requires_grad=True)
+    idx, weight = torch.randint(0, 20, (rows,), generator=g), torch.rand(rows, generator=g)
+    want = 0.5 * sum(float(w) * float(table.detach()[i].pow(2).sum()) for i, w in zip(idx, weight, strict=True))
+    got = l2_penalty(table, idx, weight)
+    assert float(got) == pytest.approx(want, rel=1e-5)
+    got.backward()
+    node_weight = torch.zeros(20).index_add_(0, idx, weight)
+    assert torch.allclose(table.grad, node_weight[:, None] * table.detach(), atol=1e-6)  # repeats add up, untouched rows get none
 
 
 def test_run_files_history_and_loaded_run(workdir: WorkDir) -> None:
