@@ -108,6 +108,7 @@ class TrainConfig(TrainRecipe):
     # name. The stage pins it to the run it resolved (config.json); rows are matched by original id.
     init_from: str = Field("none", min_length=1)
     warm_epochs: int | None = Field(None, ge=1)  # a warm run's epochs (None: `epochs`); early stopping still applies
+    warm_lr: float | None = Field(None, gt=0)  # a warm run's learning rate (None: `lr`): fine-tuning a converged parent wants a smaller one
     warm_new_rows: Literal["neighbours", "random"] = "neighbours"  # init of users/items new to the snapshot (hqgnn.warm_start)
     warm_carry_users: bool = True  # False: carry only the parent's item rows, every user row the mean of its items' (hqgnn.warm_start)
 

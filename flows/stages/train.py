@@ -237,15 +237,17 @@ def resolve_parent(workdir: WorkDir, init_from: str, bits: int) -> Path | None:
 
 def pin_warm_start(workdir: WorkDir, cfg: TrainConfig) -> TrainConfig:
     """A new run's config with ``init_from`` pinned to the parent run it resolves to and the warm
-    schedule applied (``epochs = warm_epochs``; no float warm-up after a quantized parent: it already
-    went through the switch). Unchanged for cold runs and when there is no parent yet."""
+    schedule applied (``epochs = warm_epochs``, ``lr = warm_lr`` where set; no float warm-up after a
+    quantized parent: it already went through the switch). Unchanged for cold runs and when there is
+    no parent yet, so one recipe can hold a cold schedule and a warm one."""
     parent = resolve_parent(workdir, cfg.init_from, cfg.bits) if cfg.warm else None
     if parent is None:
         return cfg
     parent_bits = int(json.loads((parent / "config.json").read_text())["config"]["bits"])
     epochs = cfg.warm_epochs or cfg.epochs
     warmup = cfg.float_warmup_epochs if is_float(parent_bits) else 0
-    return cfg.model_copy(update={"init_from": parent.name, "epochs": epochs, "float_warmup_epochs": min(warmup, max(epochs - 1, 0))})
+    return cfg.model_copy(update={"init_from": parent.name, "epochs": epochs, "lr": cfg.warm_lr or cfg.lr,
+                                  "float_warmup_epochs": min(warmup, max(epochs - 1, 0))})
 
 
 def warm_table(workdir: WorkDir, cfg: TrainConfig, data: SplitData, run_dir: Path) -> tuple[Any, dict[str, Any]]:

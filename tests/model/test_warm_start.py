@@ -112,12 +112,24 @@ def test_warm_run_carries_rows_records_its_parent_and_learns_faster_than_cold(ni
     config = json.loads((warm.path / "config.json").read_text())
     summary = json.loads((warm.path / "summary.json").read_text())
     assert config["config"]["init_from"] == "night1" and config["config"]["epochs"] == 1 and warm.epochs_run == 1
+    assert config["config"]["lr"] == FAST["lr"]  # no warm_lr: the recipe's lr
     record = config["warm_start"]
     assert record == summary["warm_start"]
     assert (record["parent_run"], record["users_carried"], record["users_new"], record["users_dropped"]) == ("night1", 60, 5, 0)
     assert (record["items_carried"], record["items_new"]) == (80, 0)
     # one warm epoch starts from a trained model: far above one cold epoch
     assert warm.best_valid["recall@20"] > cold.best_valid["recall@20"] + 0.05
+
+
+def test_warm_lr_applies_to_warm_runs_only(nights: WorkDir) -> None:
+    recipe = dict(bits=4, epochs=2, warm_epochs=1, warm_lr=1e-4, **FAST)  # one recipe: a cold schedule and a warm one
+    warm = train(nights, TrainConfig(run="warm-lr", init_from="night1", **recipe))
+    cold = train(nights, TrainConfig(run="cold-lr", init_from="none", **recipe))
+    warm_cfg = json.loads((warm.path / "config.json").read_text())["config"]
+    cold_cfg = json.loads((cold.path / "config.json").read_text())["config"]
+    first_lr = {r.run: json.loads((r.path / "history.json").read_text())[0]["lr"] for r in (warm, cold)}  # what Adam ran with
+    assert (warm_cfg["lr"], warm_cfg["epochs"], first_lr["warm-lr"]) == (1e-4, 1, 1e-4)
+    assert (cold_cfg["lr"], cold_cfg["epochs"], first_lr["cold-lr"]) == (FAST["lr"], 2, FAST["lr"])
 
 
 def test_items_only_warm_start_rebuilds_every_user_row_from_its_items(nights: WorkDir) -> None:
