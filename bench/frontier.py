@@ -20,7 +20,7 @@ shipped 1-bit recipe's shape: a float warm-up of half the epoch cap, the ITQ rot
 switch, then quantization-aware training (GSTE); 1-bit points also refine user codes (8 rounds,
 kept on validation). ``--schedule long`` (float32 only) is LightGCN's own schedule (Adam lr 1e-3,
 constant, up to 1,000 epochs, early stopping): a "best float32" reference of a dataset beside
-the equal-epoch one (Gowalla's, 0.1803 after 220 epochs of BPR over 4 negatives, is taken from BENCHMARKS.md).
+the equal-epoch one (Gowalla's, 0.1831 after 220 epochs of BPR over 8 negatives, is taken from BENCHMARKS.md).
 
 Bytes per item are the library's (``hqgnn.codes.code_bytes``): the packed code plus its float32
 scale for b < 32, ``4 * dim`` for float32 (what ``hqgnn evaluate`` and ``hqgnn sweep`` report).
@@ -125,7 +125,7 @@ DATASETS: dict[str, Dataset] = {
     "ml100k": Dataset(_ml100k, 0.1, {k: {**v, "batch_size": 4096} for k, v in _SMALL.items()}),
 }
 KNOWN_BEST_FLOAT = {  # best float32 d=64 test Recall@20 measured elsewhere (same test split), for the second ratio
-    "gowalla": (0.1803, "BPR over 4 negatives, 220 epochs, 1 % valid; BENCHMARKS.md 'The float reference: more negatives per positive'"),
+    "gowalla": (0.1831, "BPR over 8 negatives, 220 epochs, 1 % valid; BENCHMARKS.md 'Gowalla's frontier ... (session 9)'"),
 }
 KNOWN_EQUAL_FLOAT = {  # float32 d=64 on a dataset's first schedule, same split, measured elsewhere: used when not run here
     "gowalla": (0.1634, "60 epochs, seed 2024; BENCHMARKS.md 'Quality per byte: first probes'"),
