@@ -129,7 +129,7 @@ def test_l2_penalty_is_half_the_weighted_squared_norms_of_the_batch_rows(rows: i
     idx, weight = torch.randint(0, 20, (rows,), generator=g), torch.rand(rows, generator=g)
     want = 0.5 * sum(float(w) * float(table.detach()[i].pow(2).sum()) for i, w in zip(idx, weight, strict=True))
     got = l2_penalty(table, idx, weight)
-    assert float(got) == pytest.approx(want, rel=1e-5)
+    assert float(got.detach()) == pytest.approx(want, rel=1e-5)
     got.backward()
     node_weight = torch.zeros(20).index_add_(0, idx, weight)
     assert torch.allclose(table.grad, node_weight[:, None] * table.detach(), atol=1e-6)  # repeats add up, untouched rows get none
