@@ -109,10 +109,11 @@ def recommend_for_items(
     """
     num_items = items.num_items if isinstance(items, Retriever) else len(items)
     rows = _unique_rows(item_rows, num_items)
-    if item_degree is not None and torch.as_tensor(item_degree).numel() != num_items:
-        raise ValueError(f"item_degree has {torch.as_tensor(item_degree).numel()} entries, expected {num_items}")
+    degree_all = None if item_degree is None else torch.as_tensor(item_degree, dtype=torch.float32)
+    if degree_all is not None and degree_all.numel() != num_items:
+        raise ValueError(f"item_degree has {degree_all.numel()} entries, expected {num_items}")
     picked = items.item_rows(rows.numpy()) if isinstance(items, Retriever) else items.subset(rows.numpy())
-    degree = None if item_degree is None else torch.as_tensor(item_degree, dtype=torch.float32)[rows]
+    degree = None if degree_all is None else degree_all[rows]
     vector = fold_in(torch.arange(rows.numel()), torch.from_numpy(picked.dequantize()), degree)
     user = code_rows(vector[None], picked.bits)
     seen = InteractionMatrix.from_pairs(np.zeros(rows.numel(), np.int64), rows.numpy(), 1, num_items)

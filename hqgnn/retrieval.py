@@ -136,7 +136,7 @@ class Retriever:
         retriever that grows with the catalogue; arrays shared between parts counted once)."""
         if self._scaled is not None:
             s = self._scaled
-            codes = sum(ix.ntotal * ix.code_size for ix in s.indexes)
+            codes = s.code_nbytes
             return {"faiss_codes": codes, "scale": s.scale.nbytes, "order": s.order.nbytes,
                     "buckets": s.nbytes - codes - s.scale.nbytes - s.order.nbytes}
         assert self._items is not None

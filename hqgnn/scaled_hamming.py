@@ -133,10 +133,15 @@ class ScaledHammingIndex:
         return out
 
     @property
+    def code_nbytes(self) -> int:
+        """Bytes of packed codes the FAISS indexes hold (the only copy of them)."""
+        return int(sum(ix.ntotal * ix.code_size for ix in self.indexes))
+
+    @property
     def nbytes(self) -> int:
         """Bytes held for the items: FAISS's codes, ``order``, ``scale`` (shared with the caller)
         and the per-bucket arrays."""
-        codes = sum(ix.ntotal * ix.code_size for ix in self.indexes)
+        codes = self.code_nbytes
         small = self.edges.nbytes + self._compact.nbytes + self.starts.nbytes + self.s_min.nbytes + self.s_max.nbytes
         return int(codes + self.order.nbytes + self.scale.nbytes + small)
 
