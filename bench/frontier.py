@@ -9,6 +9,7 @@ JSONL alone::
 
     .venv/bin/python bench/frontier.py --dataset lastfm --bits 1 --dim 64 --seed 2024      # one point
     .venv/bin/python bench/frontier.py --queue --dataset lastfm --bits 1 2 4 8 32 --dim 32 64 128 256 --seed 2024 2025
+    .venv/bin/python bench/frontier.py --queue --schedule from-float --dataset lastfm --bits 1 2 4 8 --dim 64 128 --seed 2024 2025
     .venv/bin/python bench/frontier.py --report --plot bench/plots/frontier_recall_ndcg_vs_bytes.png
 
 Splits and training are ``bench/quality.py``'s (valid carved per user from train, seeded; test
@@ -18,7 +19,12 @@ validation (``eval_every`` + ``patience``), and the report keeps, per point and 
 schedule with the best validation Recall@20 (test never chooses). Quantized points use the
 shipped 1-bit recipe's shape: a float warm-up of half the epoch cap, the ITQ rotation at the
 switch, then quantization-aware training (GSTE); 1-bit points also refine user codes (8 rounds,
-kept on validation). ``--schedule long`` (float32 only) is LightGCN's own schedule (Adam lr 1e-3,
+kept on validation). ``--schedule from-float`` quantizes the float32 point of the same dataset, dim
+and seed instead (the one validation picked; run it first): a short quantization-aware fine-tune
+from its checkpoint, the 36 B / 20 B recipes' warm runs (:data:`FROM_FLOAT_SETTINGS`); such a point
+competes with the from-scratch schedules on validation like any other, and its "train min" adds
+its float model's. Gowalla's float32 points also try ``k8``, the 256 B recipe (BPR over 8
+negatives, 220 epochs). ``--schedule long`` (float32 only) is LightGCN's own schedule (Adam lr 1e-3,
 constant, up to 1,000 epochs, early stopping): a "best float32" reference of a dataset beside
 the equal-epoch one (Gowalla's, 0.1831 after 220 epochs of BPR over 8 negatives, is taken from BENCHMARKS.md).
 
@@ -111,6 +117,11 @@ class Dataset:
     load: Callable[[Path], tuple[Pairs, Pairs]]
     valid_ratio: float
     schedules: dict[str, dict[str, Any]] = field(default_factory=dict)
+    float_schedules: dict[str, dict[str, Any]] = field(default_factory=dict)  # more candidates for float32 points only
+
+    def candidates(self, bits: int) -> dict[str, dict[str, Any]]:
+        """The schedules a point of ``bits`` trains with (validation picks one per seed)."""
+        return {**self.schedules, **self.float_schedules} if is_float(bits) else self.schedules
 
 
 _FAST = {"lr": 2e-2, "lr_schedule": "cosine", "patience": 4}
@@ -120,7 +131,9 @@ _SMALL = {  # an epoch of the small datasets takes ~0.1-0.5 s: two schedules per
 }
 DATASETS: dict[str, Dataset] = {
     # the fast Gowalla schedule of BENCHMARKS.md "Quality on Gowalla" (60 epochs, batch 32,768)
-    "gowalla": Dataset(_gowalla, 0.05, {"fast": {**_FAST, "epochs": 60, "batch_size": 32768, "eval_every": 10, "delta_every": 10}}),
+    "gowalla": Dataset(_gowalla, 0.05, {"fast": {**_FAST, "epochs": 60, "batch_size": 32768, "eval_every": 10, "delta_every": 10}},
+                       # recipes/256B-float32-d64.yaml: BPR over 8 negatives, 220 epochs (the best float32 d=64, ~25 min)
+                       {"k8": {**_FAST, "epochs": 220, "batch_size": 32768, "eval_every": 20, "bpr_negatives": 8}}),
     "lastfm": Dataset(_lastfm, 0.1, {k: {**v, "batch_size": 2048} for k, v in _SMALL.items()}),
     "ml100k": Dataset(_ml100k, 0.1, {k: {**v, "batch_size": 4096} for k, v in _SMALL.items()}),
 }
@@ -131,6 +144,17 @@ KNOWN_EQUAL_FLOAT = {  # float32 d=64 on a dataset's first schedule, same split,
     "gowalla": (0.1634, "60 epochs, seed 2024; BENCHMARKS.md 'Quality per byte: first probes'"),
 }
 
+
+FROM_FLOAT = "from-float"
+FROM_FLOAT_SETTINGS: dict[int, dict[str, Any]] = {  # by bits: quantization-aware fine-tuning of the float32 point (same dim, seed)
+    # recipes/36B-4bit-d64.yaml's warm run: 10 epochs at a tenth of the fast rate, quantized from the first epoch
+    4: {"warm_epochs": 10, "warm_lr": 2e-3, "eval_every": 5, "float_warmup_epochs": 0, "itq_rotation": False},
+    # recipes/20B-2bit-d64.yaml's: one float epoch, the ITQ rotation, 19 quantized epochs
+    2: {"warm_epochs": 20, "warm_lr": 5e-3, "eval_every": 4, "float_warmup_epochs": 1, "itq_rotation": True},
+    # BENCHMARKS.md session 9 ("fine-tuned, 30 epochs, lr 1e-2"), with the 12 B recipe's user-code refinement
+    1: {"warm_epochs": 30, "warm_lr": 1e-2, "eval_every": 5, "float_warmup_epochs": 1, "itq_rotation": True, "refine_user_codes": 8},
+}
+FROM_FLOAT_SETTINGS[8] = FROM_FLOAT_SETTINGS[4]
 
 LONG = {"lr": 1e-3, "lr_schedule": "constant", "epochs": 1000, "eval_every": 10, "patience": 5}  # LightGCN's schedule
 
@@ -144,9 +168,11 @@ def train_settings(dataset: str, bits: int, dim: int, seed: int, schedule: str,
                    override: dict[str, Any] | None = None) -> dict[str, Any]:
     """The train config of a point (:class:`flows.config.TrainConfig` fields, no snapshot/run);
     ``override``: schedule settings of a probe (its records carry their own ``schedule`` tag)."""
-    schedules = DATASETS[dataset].schedules
+    schedules = DATASETS[dataset].candidates(bits)
+    if schedule == FROM_FLOAT:
+        return from_float_settings(dataset, bits, dim, seed)
     if schedule not in schedules and schedule != "long" and override is None:
-        raise ValueError(f"{dataset}: schedule {schedule!r} is none of {sorted(schedules)} or long (a probe needs an override)")
+        raise ValueError(f"{dataset}: schedule {schedule!r} is none of {sorted(schedules)}, long or {FROM_FLOAT} (a probe needs an override)")
     base = {**schedules.get(schedule, next(iter(schedules.values()))), **(override or {})}
     if schedule == "long":
         if not is_float(bits):
@@ -158,6 +184,28 @@ def train_settings(dataset: str, bits: int, dim: int, seed: int, schedule: str,
         if bits == 1:
             out["refine_user_codes"] = 8
     return out
+
+
+def from_float_settings(dataset: str, bits: int, dim: int, seed: int) -> dict[str, Any]:
+    """A ``from-float`` point's train config without ``init_from`` (the parent run, set by
+    :func:`run_point`): :data:`FROM_FLOAT_SETTINGS` for ``bits`` (GSTE, δ every 5 epochs, cosine
+    rate over the warm epochs, patience 4), at the dataset's batch size."""
+    if bits not in FROM_FLOAT_SETTINGS:
+        raise ValueError(f"--schedule {FROM_FLOAT} quantizes a float32 point: --bits must be one of {sorted(FROM_FLOAT_SETTINGS)}, got {bits}")
+    first = next(iter(DATASETS[dataset].schedules.values()))
+    s = FROM_FLOAT_SETTINGS[bits]
+    return {"batch_size": first["batch_size"], "lr": s["warm_lr"], "lr_schedule": "cosine", "epochs": s["warm_epochs"],
+            "patience": 4, "delta_every": 5, "estimator": "gste", **s, "bits": bits, "dim": dim, "seed": seed}
+
+
+def float_parent(points: list[dict[str, Any]], dataset: str, dim: int, seed: int) -> dict[str, Any]:
+    """The float32 point a ``from-float`` point fine-tunes: same dataset, dim and seed, the
+    schedule validation picked (:func:`choose_by_valid`); a clear error when it has not run."""
+    parent = choose_by_valid(points).get((dataset, FLOAT_BITS, dim, seed))
+    if parent is None:
+        raise SystemExit(f"{dataset} d{dim} s{seed}: --schedule {FROM_FLOAT} needs the float32 point first: "
+                         f"bench/frontier.py --dataset {dataset} --bits 32 --dim {dim} --seed {seed}")
+    return parent
 
 
 def point_key(rec: dict[str, Any]) -> tuple[str, int, int, int, str]:
@@ -196,7 +244,11 @@ def run_point(dataset: str, bits: int, dim: int, seed: int, schedule: str, data_
         write_carved_split(wd.splits / snapshot, train_pairs, test_pairs, ds.valid_ratio, 2024)
     name = f"{dataset}-b{bits}-d{dim}-s{seed}-{schedule}"
     resume = (wd.models / name / "config.json").is_file()
-    cfg = TrainConfig(**train_settings(dataset, bits, dim, seed, schedule, override), snapshot=snapshot, run=name, resume=resume)
+    settings = train_settings(dataset, bits, dim, seed, schedule, override)
+    parent = float_parent(read_points(points), dataset, dim, seed) if schedule == FROM_FLOAT else None
+    if parent is not None:
+        settings["init_from"] = parent["run"]
+    cfg = TrainConfig(**settings, snapshot=snapshot, run=name, resume=resume)
     started, t0 = datetime.now(UTC), time.perf_counter()
     res = train(wd, cfg)
     run, test = evaluate_on_test(res.path)
@@ -207,6 +259,8 @@ def run_point(dataset: str, bits: int, dim: int, seed: int, schedule: str, data_
            "finished": datetime.now(UTC).isoformat(timespec="seconds"), "loadavg_1m_at_end": os.getloadavg()[0],
            "threads": torch.get_num_threads(), "code_refinement": run.code_refinement,
            "config": run.config.model_dump(mode="json")}
+    if parent is not None:  # what the point cost in all: the float model's training, then this fine-tune
+        rec |= {"parent_run": parent["run"], "parent_schedule": parent["schedule"], "parent_train_seconds": parent["train_seconds"]}
     points.parent.mkdir(parents=True, exist_ok=True)
     with points.open("a") as f:
         f.write(json.dumps(rec, default=str) + "\n")
@@ -219,12 +273,14 @@ def missing(args: argparse.Namespace) -> list[tuple[str, int, int, int, str]]:
     done = {point_key(r) for r in points}
     picked: dict[tuple[str, int, int], set[str]] = {}  # schedules validation picked at seeds where every candidate ran
     for (ds, bits, dim, seed), p in choose_by_valid(points).items():
-        if all((ds, bits, dim, seed, sched) in done for sched in DATASETS[ds].schedules):
+        if all((ds, bits, dim, seed, sched) in done for sched in DATASETS[ds].candidates(bits)):
             picked.setdefault((ds, bits, dim), set()).add(p["schedule"])
 
     def schedules(d: str, b: int, n: int) -> list[str]:
+        if args.schedule == FROM_FLOAT:
+            return [] if is_float(b) else [FROM_FLOAT]  # float32 points are the parents, not from-float points
         if args.schedule == "all" or (args.schedule == "picked" and (d, b, n) not in picked):
-            return list(DATASETS[d].schedules)
+            return list(DATASETS[d].candidates(b))
         return sorted(picked[(d, b, n)]) if args.schedule == "picked" else [args.schedule]
 
     grid = [(d, b, n, s, sched) for d in args.dataset for b in args.bits for n in args.dim for s in args.seed
@@ -264,12 +320,12 @@ def queue(args: argparse.Namespace) -> None:
 
 
 def choose_by_valid(points: list[dict[str, Any]]) -> dict[tuple[str, int, int, int], dict[str, Any]]:
-    """Per (dataset, bits, dim, seed): the point of the dataset's candidate schedules with the best
-    validation Recall@20 (probes and the ``long`` reference are left out)."""
+    """Per (dataset, bits, dim, seed): the point of the dataset's candidate schedules (``from-float``
+    included) with the best validation Recall@20 (probes and the ``long`` reference are left out)."""
     chosen: dict[tuple[str, int, int, int], dict[str, Any]] = {}
     for p in points:
         ds, bits, dim, seed, schedule = point_key(p)
-        if ds in DATASETS and schedule in DATASETS[ds].schedules:
+        if ds in DATASETS and (schedule in DATASETS[ds].candidates(bits) or schedule == FROM_FLOAT):
             best = chosen.get((ds, bits, dim, seed))
             if best is None or p["valid"]["recall@20"] > best["valid"]["recall@20"]:
                 chosen[(ds, bits, dim, seed)] = p
@@ -285,14 +341,16 @@ def summarize(points: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     ref_runs: dict[tuple[str, str], list[float]] = {}  # float32 d=64 test R@20 per (dataset, schedule), long included
     for p in points:
         ds, bits, dim, _, schedule = point_key(p)
-        if (bits, dim) == (FLOAT_BITS, 64) and ds in DATASETS and (schedule == "long" or schedule in DATASETS[ds].schedules):
+        if (bits, dim) == (FLOAT_BITS, 64) and ds in DATASETS and (schedule == "long" or schedule in DATASETS[ds].candidates(bits)):
             ref_runs.setdefault((ds, schedule), []).append(p["test"]["recall@20"])
     by: dict[str, dict[tuple[int, int], list[dict[str, Any]]]] = {}
     for (ds, bits, dim, _), p in choose_by_valid(points).items():
         by.setdefault(ds, {}).setdefault((bits, dim), []).append(p)
+    shared = [p for p in points if p["dataset"] in DATASETS and p["schedule"] in DATASETS[p["dataset"]].schedules]
+    equal = [p for (ds, bits, dim, _), p in choose_by_valid(shared).items() if (bits, dim) == (FLOAT_BITS, 64)]  # the quantized points' schedules
     out: dict[str, list[dict[str, Any]]] = {}
     for ds, cells in sorted(by.items()):
-        ref_eq = float(np.mean([p["test"]["recall@20"] for p in cells.get((FLOAT_BITS, 64), [])] or [KNOWN_EQUAL_FLOAT.get(ds, (np.nan,))[0]]))
+        ref_eq = float(np.mean([p["test"]["recall@20"] for p in equal if p["dataset"] == ds] or [KNOWN_EQUAL_FLOAT.get(ds, (np.nan,))[0]]))
         candidates = [ref_eq, KNOWN_BEST_FLOAT.get(ds, (np.nan,))[0], *(np.mean(v) for (d, _), v in ref_runs.items() if d == ds)]
         ref_best = float(np.nanmax(candidates)) if not np.all(np.isnan(candidates)) else np.nan
         rows = []
@@ -304,7 +362,7 @@ def summarize(points: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
                          "r20": r.mean(), "r20_hr": (r.max() - r.min()) / 2, "n20": n.mean(), "n20_hr": (n.max() - n.min()) / 2,
                          "pct_eq": 100 * r.mean() / ref_eq, "pct_best": 100 * r.mean() / ref_best,
                          "schedules": ", ".join(f"{k} {picked.count(k)}" for k in dict.fromkeys(picked)),
-                         "epochs": np.mean([p["best_epoch"] for p in ps]), "minutes": np.mean([p["train_seconds"] for p in ps]) / 60,
+                         "epochs": np.mean([p["best_epoch"] for p in ps]), "minutes": np.mean([p["train_seconds"] + p.get("parent_train_seconds", 0) for p in ps]) / 60,
                          "ref_eq": ref_eq, "ref_best": ref_best})
         out[ds] = rows
     return out
@@ -318,7 +376,7 @@ def markdown(summary: dict[str, list[dict[str, Any]]]) -> str:
         known = KNOWN_BEST_FLOAT.get(ds)
         lines += [f"#### {ds}", "", f"float32 d=64 at this schedule (equal epochs): **{rows[0]['ref_eq']:.4f}**; best float32 d=64: "
                   f"**{rows[0]['ref_best']:.4f}**" + (f" ({known[1]})" if known and known[0] == rows[0]["ref_best"] else ""), "",
-                  "| bits × dim | bytes/item | seeds | test R@20 | test N@20 | % of fp32 d64, equal epochs | % of best fp32 d64 | schedule (by valid) | best epoch | train min |",
+                  "| bits × dim | bytes/item | seeds | test R@20 | test N@20 | % of fp32 d64, equal epochs | % of best fp32 d64 | schedule (by valid) | best epoch | train min (from-float: + its float model's) |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             name = "float32" if is_float(r["bits"]) else f"{r['bits']} bit"

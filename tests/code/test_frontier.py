@@ -118,3 +118,41 @@ def test_missing_picked_follows_validation_at_other_seeds(frontier: ModuleType, 
     args = frontier.argparse.Namespace(out=tmp_path, points=tmp_path / "points.jsonl", dataset=["ml100k"], bits=[1, 2], dim=[64], seed=[1, 2], schedule="picked")
     assert frontier.missing(args) == [("ml100k", 1, 64, 2, "slow"), ("ml100k", 2, 64, 1, "slow"),
                                       ("ml100k", 2, 64, 2, "fast"), ("ml100k", 2, 64, 2, "slow")]
+
+
+def test_from_float_points_fine_tune_the_picked_float_point(frontier: ModuleType) -> None:
+    four = frontier.train_settings("lastfm", 4, 64, 3, frontier.FROM_FLOAT)
+    assert (four["epochs"], four["lr"], four["float_warmup_epochs"], four["batch_size"], four["seed"]) == (10, 2e-3, 0, 2048, 3)
+    one = frontier.train_settings("gowalla", 1, 128, 3, frontier.FROM_FLOAT)
+    assert (one["itq_rotation"], one["refine_user_codes"], one["dim"], one["batch_size"]) == (True, 8, 128, 32768)
+    with pytest.raises(ValueError, match="quantizes a float32 point"):
+        frontier.train_settings("lastfm", 32, 64, 1, frontier.FROM_FLOAT)
+    floats = [_point("lastfm", 32, 64, 3, 0.25, "fast", valid=0.30) | {"run": "fast-run"},
+              _point("lastfm", 32, 64, 3, 0.24, "slow", valid=0.32) | {"run": "slow-run"}]
+    assert frontier.float_parent(floats, "lastfm", 64, 3)["run"] == "slow-run"  # validation picks the parent
+    with pytest.raises(SystemExit, match="needs the float32 point first: .*--bits 32 --dim 128 --seed 3"):
+        frontier.float_parent(floats, "lastfm", 128, 3)
+
+
+def test_from_float_competes_on_valid_and_counts_its_parent_minutes(frontier: ModuleType, tmp_path: Path) -> None:
+    ff = _point("lastfm", 4, 64, 1, 0.26, "from-float", valid=0.6) | {"parent_train_seconds": 120.0}
+    points = [_point("lastfm", 32, 64, 1, 0.25), _point("lastfm", 4, 64, 1, 0.24, "fast", valid=0.5), ff]
+    rows = {(r["bits"], r["dim"]): r for r in frontier.summarize(points)["lastfm"]}
+    assert rows[(4, 64)]["r20"] == pytest.approx(0.26) and rows[(4, 64)]["schedules"] == "from-float 1"
+    assert rows[(4, 64)]["minutes"] == pytest.approx(3.0)  # 60 s fine-tune + 120 s float model
+    lower = [points[0], points[1], ff | {"valid": {"recall@20": 0.4}}]
+    assert frontier.summarize(lower)["lastfm"][0]["schedules"] == "fast 1"
+    (tmp_path / "p.jsonl").write_text(json.dumps(points[0]) + "\n")
+    args = frontier.argparse.Namespace(out=tmp_path, points=tmp_path / "p.jsonl", dataset=["lastfm"], bits=[32, 4], dim=[64], seed=[1], schedule="from-float")
+    assert frontier.missing(args) == [("lastfm", 4, 64, 1, "from-float")]  # float32 points are parents only
+
+
+def test_gowalla_float_points_also_try_the_k8_recipe_and_equal_epochs_ignores_it(frontier: ModuleType, tmp_path: Path) -> None:
+    assert frontier.train_settings("gowalla", 32, 64, 1, "k8")["bpr_negatives"] == 8
+    with pytest.raises(ValueError, match="none of"):
+        frontier.train_settings("gowalla", 1, 64, 1, "k8")  # quantized points do not take the float-only schedule
+    (tmp_path / "p.jsonl").write_text("")
+    args = frontier.argparse.Namespace(out=tmp_path, points=tmp_path / "p.jsonl", dataset=["gowalla"], bits=[32, 1], dim=[64], seed=[1], schedule="all")
+    assert frontier.missing(args) == [("gowalla", 32, 64, 1, "fast"), ("gowalla", 32, 64, 1, "k8"), ("gowalla", 1, 64, 1, "fast")]
+    rows = frontier.summarize([_point("gowalla", 32, 64, 1, 0.1830, "k8", valid=0.9), _point("gowalla", 1, 64, 1, 0.15)])["gowalla"]
+    assert rows[0]["ref_eq"] == pytest.approx(frontier.KNOWN_EQUAL_FLOAT["gowalla"][0])  # k8 is not the equal-epoch reference
