@@ -195,6 +195,7 @@ def train(
     nproc: Annotated[int | None, typer.Option("--nproc", help="Data-parallel processes via torchrun (gloo on CPU, NCCL per GPU); the batch size stays the global batch. With --resume: default the run's.")] = None,
     init_from: Annotated[str | None, typer.Option("--init-from", help="Warm start: none (cold, default), published (the run behind the published codes of this width), latest, or a run name; rows matched by original id.")] = None,
     warm_epochs: Annotated[int | None, typer.Option("--warm-epochs", help="Epochs of a warm-started run (default: --epochs).")] = None,
+    warm_lr: Annotated[float | None, typer.Option("--warm-lr", help="Learning rate of a warm-started run (default: --lr of the config); fine-tuning a converged model wants a smaller one.")] = None,
     workdir: WorkdirOpt = DEFAULT_WORKDIR,
     config: ConfigOpt = None,
     wait: WaitOpt = None,
@@ -208,6 +209,7 @@ def train(
             load_pipeline_config(config).train,
             bits=bits, estimator=estimator, epochs=epochs, device=device, resume=resume or None,
             run=run, snapshot=snapshot, seed=seed, nproc=nproc, init_from=init_from, warm_epochs=warm_epochs,
+            warm_lr=warm_lr,
         )
         with workdir_lock(workdir, "train", wait):
             return run_train(WorkDir(workdir), cfg)

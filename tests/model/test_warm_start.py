@@ -132,6 +132,20 @@ def test_warm_lr_applies_to_warm_runs_only(nights: WorkDir) -> None:
     assert (cold_cfg["lr"], cold_cfg["epochs"], first_lr["cold-lr"]) == (FAST["lr"], 2, FAST["lr"])
 
 
+def test_cli_warm_lr_reaches_the_warm_run(nights: WorkDir, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text(yaml.safe_dump({"train": dict(bits=4, epochs=2, **FAST)}))
+    out = CliRunner().invoke(app, ["train", "--run", "warm-cli", "--init-from", "night1", "--warm-epochs", "1", "--warm-lr", "3e-4",
+                                   "--workdir", str(nights.root), "--config", str(cfg_file)])
+    assert out.exit_code == 0, out.output
+    history = json.loads((nights.models / "warm-cli" / "history.json").read_text())
+    assert len(history) == 1 and history[0]["lr"] == pytest.approx(3e-4)
+
+
 def test_items_only_warm_start_rebuilds_every_user_row_from_its_items(nights: WorkDir) -> None:
     run = train(nights, TrainConfig(run="items-only", bits=1, epochs=1, init_from="night1", warm_carry_users=False,
                                     **{**FAST, "lr": 1e-12}))
