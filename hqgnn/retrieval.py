@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Literal, cast
 
 import faiss
 import numpy as np
@@ -41,7 +41,13 @@ from hqgnn.bits import is_float
 from hqgnn.codes import CodeTable
 from hqgnn.interactions import InteractionMatrix
 from hqgnn.metrics import exclusion_mask, masked_topk
-from hqgnn.scaled_hamming import NO_ITEM, ScaledHammingIndex, hamming_matrix, one_bit_score
+from hqgnn.scaled_hamming import (
+    NO_ITEM,
+    ScaledHammingIndex,
+    hamming_matrix,
+    one_bit_score,
+    storage_view,
+)
 
 RankBy = Literal["score", "hamming"]
 RANK_BY: tuple[str, ...] = ("score", "hamming")
@@ -53,7 +59,8 @@ class Retriever:
 
     Args:
         users, items: code tables of the same ``bits`` and ``dim``.
-        rank_by: ``"score"`` (model score) or ``"hamming"`` (1 bit only, FAISS IndexBinaryFlat).
+        rank_by: ``"score"`` (model score) or ``"hamming"`` (1 bit only, FAISS IndexBinaryFlat;
+            the index then holds the only copy of the item codes, read in place by :attr:`items`).
         item_block: items per scoring block (bounds the float copy of b-bit codes).
         hamming_index: for ``rank_by="hamming"``: ``"flat"`` (exact brute force) or ``"hnsw"``
             (FAISS ``IndexBinaryHNSW``: approximate, sub-linear per query, a graph build first;
@@ -100,12 +107,12 @@ class Retriever:
         self._index: faiss.IndexBinary | None = None
         self._scaled: ScaledHammingIndex | None = None
         self.hnsw_ef_search = hnsw_ef_search
-        if self.bits == 1 and rank_by == "hamming" and hamming_index == "hnsw":
-            self._index = faiss.IndexBinaryHNSW(8 * items.bytes_per_row, hnsw_m)
+        if self.bits == 1 and rank_by == "hamming":
+            self._index = (faiss.IndexBinaryHNSW(8 * items.bytes_per_row, hnsw_m) if hamming_index == "hnsw"
+                           else faiss.IndexBinaryFlat(8 * items.bytes_per_row))
             self._index.add(items.packed)
-        elif self.bits == 1 and rank_by == "hamming":
-            self._index = faiss.IndexBinaryFlat(8 * items.bytes_per_row)
-            self._index.add(items.packed)
+            # the index holds the only copy of the codes: the table reads them in place (no reference to items.packed)
+            self._items = CodeTable.from_packed(_index_codes(self._index), items.scale, self.bits, self.dim)
         elif self.bits == 1 and self.num_items >= scaled_index_min_items:
             self._scaled = ScaledHammingIndex(items.packed, items.scale, self.dim)
             self._item_scale = self._scaled.scale  # the same array
@@ -140,14 +147,14 @@ class Retriever:
             return {"faiss_codes": codes, "scale": s.scale.nbytes, "order": s.order.nbytes,
                     "buckets": s.nbytes - codes - s.scale.nbytes - s.order.nbytes}
         assert self._items is not None
+        if self._index is not None:  # the table's packed codes are a view of the index's storage
+            return {"faiss_codes": _faiss_nbytes(self._index), "scale": self._items.scale.nbytes}
         out = {"packed": self._items.packed.nbytes, "scale": self._items.scale.nbytes,
                "unpacked": self._items.nbytes - self._items.packed.nbytes - self._items.scale.nbytes}
         if self.bits != 1:  # the int8/float32 codes the GEMM blocks read: the table's, or unpacked here
             values = self._values.numpy()
             if not any(np.may_share_memory(values, a) for a in (self._items.unpacked, self._items.packed) if a is not None):
                 out["unpacked"] += values.nbytes
-        if self._index is not None:
-            out["faiss_index"] = _faiss_nbytes(self._index)
         return out
 
     @property
@@ -338,6 +345,13 @@ def _faiss_nbytes(index: faiss.IndexBinary) -> int:
     """Codes a FAISS binary index holds (its graph, for HNSW, not included)."""
     storage = index.storage if isinstance(index, faiss.IndexBinaryHNSW) else index
     return int(storage.ntotal * storage.code_size)
+
+
+def _index_codes(index: faiss.IndexBinary) -> np.ndarray:
+    """uint8 ``[ntotal, code_size]`` view of the codes a flat or HNSW binary index stores, in
+    insertion (item) order, no copy; valid while ``index`` lives and is not added to."""
+    flat = faiss.downcast_IndexBinary(index.storage) if isinstance(index, faiss.IndexBinaryHNSW) else index
+    return storage_view(cast(faiss.IndexBinaryFlat, flat))
 
 
 def _as_numpy(users: Tensor | np.ndarray) -> np.ndarray:

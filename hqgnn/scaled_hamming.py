@@ -96,7 +96,7 @@ class ScaledHammingIndex:
             index = faiss.IndexBinaryFlat(8 * self.code_size)
             index.add(np.ascontiguousarray(packed[self.order[self.starts[b] : self.starts[b + 1]]]))
             self.indexes.append(index)  # never added to again: the view below stays valid
-            self._codes.append(_storage_view(index))
+            self._codes.append(storage_view(index))
         self.s_min = np.array([self.scale[self._members(b)].min() for b in range(len(sizes))], dtype=np.float32)
         self.s_max = np.array([self.scale[self._members(b)].max() for b in range(len(sizes))], dtype=np.float32)
         self.last_certified = 0.0  # share of queries of the last search answered without brute force
@@ -204,7 +204,7 @@ def _log_scale(scale: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(np.asarray(scale, dtype=np.float32), np.finfo(np.float32).tiny))
 
 
-def _storage_view(index: faiss.IndexBinaryFlat) -> np.ndarray:
+def storage_view(index: faiss.IndexBinaryFlat) -> np.ndarray:
     """uint8 ``[ntotal, code_size]`` numpy view of an IndexBinaryFlat's codes, no copy; valid
     while ``index`` lives and is not added to."""
     n = index.ntotal * index.code_size

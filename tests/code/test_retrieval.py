@@ -118,6 +118,20 @@ def test_hnsw_hamming_index_finds_the_exact_neighbours_on_a_small_catalog() -> N
         assert not {p[1] for p in pairs if p[0] == u} & set(hnsw[u].tolist())
 
 
+@pytest.mark.parametrize("index", ["flat", "hnsw"])
+def test_the_hamming_index_holds_the_only_copy_of_the_codes(index: str) -> None:
+    users, items = tables(1, n_items=500, seed=5)
+    caller = CodeTable.from_packed(items.packed.copy(), items.scale.copy(), 1, items.dim)
+    r = Retriever(users, caller, "hamming", hamming_index=index, hnsw_ef_search=500)
+    before = r.scores(np.arange(4))
+    top_before = r.topk(np.arange(4), 10)
+    caller.packed[:] = 0  # the retriever must not read the caller's array any more
+    assert torch.equal(r.scores(np.arange(4)), before)
+    assert all(np.array_equal(a, b) for a, b in zip(r.topk(np.arange(4), 10), top_before, strict=True))
+    assert np.array_equal(r.item_rows(np.array([499, 3])).packed, items.packed[[499, 3]]) and np.array_equal(r.items.packed, items.packed)
+    assert r.item_nbytes() == {"faiss_codes": items.packed.nbytes, "scale": items.scale.nbytes}  # the codes counted once
+
+
 def test_hnsw_needs_the_hamming_ranking() -> None:
     users, items = tables(1)
     with pytest.raises(ValueError, match="hnsw"):
