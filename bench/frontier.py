@@ -388,7 +388,8 @@ def markdown(summary: dict[str, list[dict[str, Any]]]) -> str:
 
 def plot(summary: dict[str, list[dict[str, Any]]], path: Path) -> None:
     """Test R@20 (top) and N@20 (bottom) vs bytes per item (log2), one panel column per dataset,
-    one line per bit width through its dims; the float32 d=64 point as a dashed reference line."""
+    one line per bit width through its dims; the float32 d=64 point as a dashed reference line, the
+    best float32 d=64 (when higher, e.g. a known figure) as a dotted one."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -410,6 +411,8 @@ def plot(summary: dict[str, list[dict[str, Any]]], path: Path) -> None:
             ref = [r[metric] for r in rows if is_float(r["bits"]) and r["dim"] == 64]
             if ref:
                 ax.axhline(ref[0], linestyle="--", color="gray", linewidth=1, label="float32 d=64")
+            if metric == "r20" and np.isfinite(rows[0]["ref_best"]) and (not ref or rows[0]["ref_best"] > ref[0]):
+                ax.axhline(rows[0]["ref_best"], linestyle=":", color="black", linewidth=1, label="best float32 d=64")
             ax.set_xscale("log", base=2)
             ax.set_xlabel("bytes per item (code + scale)")
             ax.set_ylabel(label)
