@@ -7,7 +7,8 @@ This measures whether that trade is worth building into the product (trainer, ex
 serving); it does not change the library: it runs ``bench/quality.py`` with the trainer's two
 quantizer calls per side patched so that only the item call quantizes (in a step: users' rows,
 then items'; in an evaluation: the user table, then the item table), and reads test with float
-users against the dequantized item codes. The first argument picks the harness whose flags follow:
+users against the dequantized item codes (``--eval-only --ptq-bits B`` of a float run: its items
+quantized after training, against its float users). The first argument picks the harness whose flags follow:
 ``quality`` (``bench/quality.py``, LightGCN-format data) or ``frontier`` (``bench/frontier.py``, one
 point per invocation, a probe: give it its own ``--schedule`` tag and ``--override``; its record
 goes to the JSONL beside the grid's, reported apart)::
@@ -32,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import quality  # noqa: E402
-from quality import evaluate_ranking, load_run, load_split  # noqa: E402
+import torch  # noqa: E402
+from quality import TrainConfig, evaluate_ranking, itq_rotation, load_run, load_split, quantize  # noqa: E402
 
 import hqgnn.trainer as trainer  # noqa: E402
 
@@ -56,6 +58,18 @@ def evaluate_on_test(run_path: Path) -> tuple[Any, dict[str, float]]:
     return run, evaluate_ranking(lambda b: users[b] @ items.T, data.test, [data.train, data.valid], (20, 50), 1024)
 
 
+def post_training_quantization(users: torch.Tensor, items: torch.Tensor, bits: int, data: Any) -> dict[str, dict[str, float]]:
+    """``bench/quality.py --eval-only --ptq-bits B`` with float users: test metrics of a float
+    run's items quantized after training (as trained, and after the trainer's ITQ rotation,
+    applied to both sides so that scores are kept), scored against its float users."""
+    rot = itq_rotation(torch.cat([users, items]), seed=TrainConfig().seed)
+    out = {}
+    for name, (u, i) in {"as_trained": (users, items), "itq": (users @ rot, items @ rot)}.items():
+        qi = quantize(i, bits).dequantize()
+        out[name] = evaluate_ranking(lambda b, u=u, qi=qi: u[b] @ qi.T, data.test, [data.train, data.valid], (20, 50), 1024)
+    return out
+
+
 def no_user_refinement(settings: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
     """``bench/frontier.py``'s point settings without user-code refinement."""
     return lambda *args, **kwargs: settings(*args, **kwargs) | {"refine_user_codes": 0}
@@ -72,6 +86,7 @@ if __name__ == "__main__":
     trainer.fake_quantize = items_only(trainer.fake_quantize)
     if harness == "quality":
         quality.evaluate_on_test = evaluate_on_test
+        quality.post_training_quantization = post_training_quantization
         sys.argv += ["--refine-user-codes", "0"]
         quality.main()
     else:

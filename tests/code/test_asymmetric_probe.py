@@ -39,3 +39,26 @@ def test_items_only_quantizes_every_second_call(probe: ModuleType) -> None:
 def test_refinement_is_switched_off_for_frontier_points(probe: ModuleType) -> None:
     settings = probe.no_user_refinement(lambda *a, **k: {"bits": 1, "refine_user_codes": 8, "dim": a[0]})
     assert settings(64) == {"bits": 1, "refine_user_codes": 0, "dim": 64}
+
+
+def test_ptq_scores_float_users_against_quantized_items(probe: ModuleType) -> None:
+    from argparse import Namespace
+
+    import numpy as np
+
+    from hqgnn.interactions import InteractionMatrix
+    from hqgnn.metrics import evaluate_ranking
+
+    g = torch.Generator().manual_seed(0)
+    users, items = torch.randn(40, 16, generator=g), torch.randn(60, 16, generator=g)
+    rng = np.random.default_rng(0)
+
+    def pairs(n: int) -> InteractionMatrix:
+        return InteractionMatrix.from_pairs(rng.integers(0, 40, n), rng.integers(0, 60, n), 40, 60)
+
+    data = Namespace(train=pairs(200), valid=pairs(40), test=pairs(80))
+    asym = probe.post_training_quantization(users, items, 1, data)["as_trained"]
+    by_hand = evaluate_ranking(lambda b: users[b] @ probe.quantize(items, 1).dequantize().T, data.test, [data.train, data.valid], (20, 50), 1024)
+    assert asym == pytest.approx(by_hand)
+    symmetric = probe.quality.post_training_quantization(users, items, 1, data)["as_trained"]  # the unpatched harness: both sides coded
+    assert symmetric != pytest.approx(asym)
