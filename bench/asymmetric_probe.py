@@ -37,6 +37,7 @@ import torch  # noqa: E402
 from quality import TrainConfig, evaluate_ranking, itq_rotation, load_run, load_split, quantize  # noqa: E402
 
 import hqgnn.trainer as trainer  # noqa: E402
+from hqgnn.bits import FLOAT_BITS  # noqa: E402
 
 
 def items_only(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -51,10 +52,13 @@ def items_only(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def evaluate_on_test(run_path: Path) -> tuple[Any, dict[str, float]]:
-    """Test metrics @20/@50 of float users against the run's dequantized item codes."""
+    """Test metrics @20/@50 of float users against the run's dequantized item codes (a float run's
+    float items)."""
     run = load_run(run_path)
     data = load_split(run.split_dir)
-    users, items = run.user_emb, run.quantize_items().dequantize()
+    users, items = run.user_emb, run.item_emb
+    if run.bits != FLOAT_BITS:  # a float run (--eval-only of a parent) is scored as it is
+        items = run.quantize_items().dequantize()
     return run, evaluate_ranking(lambda b: users[b] @ items.T, data.test, [data.train, data.valid], (20, 50), 1024)
 
 
