@@ -148,7 +148,7 @@ class Retriever:
                     "buckets": s.nbytes - codes - s.scale.nbytes - s.order.nbytes}
         assert self._items is not None
         if self._index is not None:  # the table's packed codes are a view of the index's storage
-            return {"faiss_codes": _faiss_nbytes(self._index), "scale": self._items.scale.nbytes}
+            return {"faiss_codes": self._items.packed.nbytes, "scale": self._items.scale.nbytes}
         out = {"packed": self._items.packed.nbytes, "scale": self._items.scale.nbytes,
                "unpacked": self._items.nbytes - self._items.packed.nbytes - self._items.scale.nbytes}
         if self.bits != 1:  # the int8/float32 codes the GEMM blocks read: the table's, or unpacked here
@@ -339,12 +339,6 @@ def _best_of(scores: Tensor, mask: Tensor | None, k: int) -> tuple[Tensor, Tenso
         scores.masked_fill_(mask, float("-inf"))
     idx = masked_topk(scores, None, k)
     return idx, scores.gather(1, idx)
-
-
-def _faiss_nbytes(index: faiss.IndexBinary) -> int:
-    """Codes a FAISS binary index holds (its graph, for HNSW, not included)."""
-    storage = index.storage if isinstance(index, faiss.IndexBinaryHNSW) else index
-    return int(storage.ntotal * storage.code_size)
 
 
 def _index_codes(index: faiss.IndexBinary) -> np.ndarray:

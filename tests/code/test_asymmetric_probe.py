@@ -3,13 +3,12 @@ steps and in evaluations, and the test read scores float users against dequantiz
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
+from bench_scripts import load_bench_script
 
 from hqgnn.quant import fake_quantize
 
@@ -18,12 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def probe() -> ModuleType:
-    sys.path.insert(0, str(ROOT / "bench"))
-    spec = importlib.util.spec_from_file_location("asymmetric_probe", ROOT / "bench" / "asymmetric_probe.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench_script("asymmetric_probe")
 
 
 def test_items_only_quantizes_every_second_call(probe: ModuleType) -> None:

@@ -3,7 +3,6 @@ line, and imports no application module (prefect, duckdb, great_expectations, fa
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+from bench_scripts import load_bench_script
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bench" / "gpu_check.py"
@@ -35,12 +35,8 @@ runpy.run_path({script!r}, run_name="__main__")
 
 
 def lightgcn_data() -> ModuleType:
-    """``bench/lightgcn_data.py`` (``bench`` is a folder of scripts, not an installed package)."""
-    spec = importlib.util.spec_from_file_location("lightgcn_data", ROOT / "bench" / "lightgcn_data.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """``bench/lightgcn_data.py``."""
+    return load_bench_script("lightgcn_data")
 
 
 def tiny_folder(root: Path, users: int = 120, items: int = 96, topics: int = 6) -> Path:
