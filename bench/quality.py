@@ -86,18 +86,22 @@ def evaluate_on_test(run_path: Path) -> tuple[TrainedRun, dict[str, float]]:
     data = load_split(run.split_dir)
     users, items = run.user_emb, run.item_emb
     if run.bits != FLOAT_BITS:
-        users, items = run.quantize_users().dequantize(), run.quantize_items().dequantize()
+        user_codes = run.quantize_users()  # None for a float_users run: its users are scored as float vectors
+        users = users if user_codes is None else user_codes.dequantize()
+        items = run.quantize_items().dequantize()
     return run, evaluate_ranking(lambda b: users[b] @ items.T, data.test, [data.train, data.valid], (20, 50), 1024)
 
 
 def post_training_quantization(users: torch.Tensor, items: torch.Tensor, bits: int, data: SplitData) -> dict[str, dict[str, float]]:
     """Test metrics of float embeddings ``[n, d]`` quantized after training, without and with the
-    ITQ rotation the trainer applies at the end of a float warm-up (the seed is TrainConfig's)."""
+    ITQ rotation the trainer applies at the end of a float warm-up (the seed is TrainConfig's),
+    both sides quantized and (``*_float_users``) the items only, scored against the float users."""
     rot = itq_rotation(torch.cat([users, items]), seed=TrainConfig().seed)
     out = {}
     for name, (u, i) in {"as_trained": (users, items), "itq": (users @ rot, items @ rot)}.items():
         qu, qi = quantize(u, bits).dequantize(), quantize(i, bits).dequantize()
-        out[name] = evaluate_ranking(lambda b, qu=qu, qi=qi: qu[b] @ qi.T, data.test, [data.train, data.valid], (20, 50), 1024)
+        for key, q in ((name, qu), (f"{name}_float_users", u)):
+            out[key] = evaluate_ranking(lambda b, q=q, qi=qi: q[b] @ qi.T, data.test, [data.train, data.valid], (20, 50), 1024)
     return out
 
 
@@ -120,7 +124,7 @@ def main() -> None:
                       ("negative-candidates", int), ("hard-negatives-from-epoch", int),
                       ("refine-user-codes", int), ("refine-temperature", float), ("refine-top-items", int),
                       ("loss", str), ("bpr-negatives", int), ("softmax-negatives", int), ("softmax-temperature", float),
-                      ("init-from", str), ("warm-epochs", int), ("warm-lr", float), ("warm-carry-users", int)]:
+                      ("init-from", str), ("warm-epochs", int), ("warm-lr", float), ("warm-carry-users", int), ("float-users", int)]:
         ap.add_argument(f"--{name}", type=typ, default=None)
     args = ap.parse_args()
     if args.threads:

@@ -1,4 +1,4 @@
-"""Retrieval benchmark: float32 brute force vs 1-, 2-, 4- and 8-bit codes, in one run.
+"""Retrieval benchmark: float32 brute force vs 1-, 2-, 4- and 8-bit codes (and float users), in one run.
 
 N items x 64 dims (default 1 M), 256 queries, top-50 over all items (no masking), on the CPU:
 
@@ -9,13 +9,21 @@ N items x 64 dims (default 1 M), 256 queries, top-50 over all items (no masking)
   ``1bit_scaled``: the exact model score s_i (d - 2H) via hqgnn.scaled_hamming (FAISS heap
   search per scale bucket + certificate; the share of certified queries is printed);
 - ``2bit``, ``4bit``, ``8bit``: hqgnn.retrieval, integer inner product x item scale (int8 codes
-  in float GEMM item blocks).
+  in float GEMM item blocks);
+- ``1bit_floatusers``, ``2bit_floatusers``, ``4bit_floatusers`` (``float_users`` runs): float32
+  queries against b-bit item codes, ``s_i <e_u, q_i>`` via ``Retriever(CodeTable.from_float(queries),
+  item_codes)`` (float GEMM over item blocks; 1-bit items stay packed and are unpacked one block at
+  a time, b-bit items are int8). The user side then ships ``4 * dim`` bytes per user.
 
 Timing: one warm-up call of each method, then ``--repeats`` rounds that call every method once
 in turn (round-robin, so a slow spell on a shared machine hits all methods alike); the median
 per method is reported. Bytes per item are the bytes the method scans per item (the scale's 4
 bytes are counted where the score uses it). The last line:
-``speedup_1bit_vs_fp32=<ratio> speedup_4bit_vs_fp32=<ratio> bytes_ratio_1bit=<ratio>``.
+``speedup_1bit_vs_fp32=<ratio> speedup_4bit_vs_fp32=<ratio> bytes_ratio_1bit=<ratio>
+speedup_1bit_floatusers_vs_fp32=<ratio> speedup_2bit_floatusers_vs_fp32=<ratio>
+ratio_1bit_floatusers_vs_1bit=<ratio> ratio_1bit_floatusers_vs_1bit_scaled=<ratio>`` (the
+``ratio_*`` are time ratios: how many times longer the float-users path takes than the
+symmetric 1-bit popcount path).
 
     .venv/bin/python bench/retrieval.py --items 1000000
 """
@@ -101,6 +109,10 @@ def main() -> None:
     for bits in (2, 4, 8):
         methods[f"{bits}bit"] = lambda r=blocked[bits]: r.topk(qs, k, exclude, batch_size=nq)
         nbytes[f"{bits}bit"] = d + 4
+    floatusers = {bits: Retriever(tables[32][0], tables[bits][1]) for bits in (1, 2, 4)}  # float32 queries x item codes
+    for bits, r in floatusers.items():
+        methods[f"{bits}bit_floatusers"] = lambda r=r: r.topk(qs, k, exclude, batch_size=nq)
+        nbytes[f"{bits}bit_floatusers"] = (code_bytes(1, d) if bits == 1 else d) + 4  # packed 1-bit codes / int8, + scale
     if args.hnsw:
         t0 = time.perf_counter()
         hnsw = Retriever(*tables[1], rank_by="hamming", hamming_index="hnsw", hnsw_ef_search=args.hnsw_ef)
@@ -120,6 +132,7 @@ def main() -> None:
         "1bit": ham.topk(qs[:32], k, exclude)[0],
         "1bit_scaled": scaled.topk(qs[:32], k, exclude)[0],
         **{f"{b}bit": blocked[b].topk(qs[:32], k, exclude)[0] for b in (2, 4, 8)},
+        **{f"{b}bit_floatusers": r.topk(qs[:32], k, exclude)[0] for b, r in floatusers.items()},
     }
     if args.hnsw:  # HNSW is approximate: also its recall of the exact Hamming top-k distances
         overlap["1bit_hnsw"] = hnsw.topk(qs[:32], k, exclude)[0]
@@ -127,19 +140,25 @@ def main() -> None:
         print(f"1bit_hnsw: recall of the exact Hamming top-{k} (distance ≤ the exact k-th) = "
               f"{np.mean(approx_d <= exact_d[:, -1:]):.3f}")
     base_t = results["fp32"][0]
-    print(f"{'method':<12} {'median s':>9} {'ms/query':>9} {'speedup':>8} {'B/item':>7} {'x smaller':>9}  overlap@{k} with fp32")
+    print(f"{'method':<16} {'median s':>9} {'ms/query':>9} {'speedup':>8} {'B/item':>7} {'x smaller':>9}  overlap@{k} with fp32")
     for name, (secs, nbytes) in results.items():
         ov = overlap.get(name)
         ov_s = f"{np.mean([len(set(a) & set(b)) / k for a, b in zip(ov, truth, strict=True)]):.3f}" if ov is not None else ""
-        print(f"{name:<12} {secs:>9.3f} {1000 * secs / nq:>9.3f} {base_t / secs:>8.2f} {nbytes:>7} {4 * d / nbytes:>9.1f}  {ov_s}")
+        print(f"{name:<16} {secs:>9.3f} {1000 * secs / nq:>9.3f} {base_t / secs:>8.2f} {nbytes:>7} {4 * d / nbytes:>9.1f}  {ov_s}")
     print(f"note: 2/4-bit codes are scanned as int8 ({d} B/item); packed on disk they take "
           f"{code_bytes(2, d)}/{code_bytes(4, d)} B (+4 B scale)")
     print(f"1bit_scaled: {certified:.3f} of queries certified exact without brute force")
+    print(f"floatusers: items scanned {code_bytes(1, d)} B packed + 4 B scale (1 bit), {d} B int8 + 4 B (2/4 bit); "
+          f"users ship {4 * d} B each (float32) instead of {code_bytes(1, d)} B (1-bit codes)")
     print(f"load_average={os.getloadavg()[0]:.2f} "
           + " ".join(f"speedup_{name}_vs_fp32={base_t / results[name][0]:.2f}" for name in results if name != "fp32"))
     s1 = base_t / results["1bit"][0]
     s4 = base_t / results["4bit"][0]
-    print(f"speedup_1bit_vs_fp32={s1:.2f} speedup_4bit_vs_fp32={s4:.2f} bytes_ratio_1bit={4 * d / code_bytes(1, d):.1f}")
+    fu1, fu2 = results["1bit_floatusers"][0], results["2bit_floatusers"][0]
+    print(f"speedup_1bit_vs_fp32={s1:.2f} speedup_4bit_vs_fp32={s4:.2f} bytes_ratio_1bit={4 * d / code_bytes(1, d):.1f} "
+          f"speedup_1bit_floatusers_vs_fp32={base_t / fu1:.2f} speedup_2bit_floatusers_vs_fp32={base_t / fu2:.2f} "
+          f"ratio_1bit_floatusers_vs_1bit={fu1 / results['1bit'][0]:.2f} "
+          f"ratio_1bit_floatusers_vs_1bit_scaled={fu1 / results['1bit_scaled'][0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -56,6 +56,12 @@ class CodeVersion:
 
     @property
     def bits(self) -> int:
+        """The version's width: its item codes' (a ``float_users`` version's users are 32 bits)."""
+        return self.items.bits
+
+    @property
+    def user_bits(self) -> int:
+        """The users' width: ``bits``, or 32 for a ``float_users`` version."""
         return self.users.bits
 
 
@@ -65,10 +71,18 @@ def read_code_version(path: Path) -> CodeVersion:
     if not (path / "manifest.json").is_file():
         raise InputError(f"{path} has no manifest.json: not a code version written by `hqgnn export`")
     manifest = verify_code_version(path)  # sizes and hashes against the manifest, before use
-    bits, dim = int(manifest["bits"]), int(manifest["dim"])
-    users, user_ids = read_code_table(path / CODE_FILES["user"], "user", bits, dim)
-    items, item_ids = read_code_table(path / CODE_FILES["item"], "item", bits, dim)
+    bits, dim = side_bits(manifest), int(manifest["dim"])
+    users, user_ids = read_code_table(path / CODE_FILES["user"], "user", bits["user"], dim)
+    items, item_ids = read_code_table(path / CODE_FILES["item"], "item", bits["item"], dim)
     return CodeVersion(path, manifest, users, items, user_ids, item_ids)
+
+
+def side_bits(manifest: dict[str, Any]) -> dict[str, int]:
+    """Width of each side of a version, ``{"user": ..., "item": ...}``: the manifest's ``bits``
+    for both, except the users of a ``float_users`` version (``user_bits`` 32; versions written
+    before it existed have no ``user_bits``)."""
+    bits = int(manifest["bits"])
+    return {"user": int(manifest.get("user_bits", bits)), "item": bits}
 
 
 def contract_params(kind: str, n: int, bits: int, dim: int) -> dict[str, Any]:
@@ -96,5 +110,5 @@ def check_code_version(path: Path, contracts: bool = True, docs: Path | None = N
         for kind, name in CODE_FILES.items():
             count = manifest.get(f"num_{kind}s")
             n = count if isinstance(count, int) else pq.read_metadata(Path(path) / name).num_rows
-            validate(CODE_CONTRACTS[kind], Path(path) / name, contract_params(kind, n, int(manifest["bits"]), int(manifest["dim"])), docs)
+            validate(CODE_CONTRACTS[kind], Path(path) / name, contract_params(kind, n, side_bits(manifest)[kind], int(manifest["dim"])), docs)
     return manifest

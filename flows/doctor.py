@@ -355,13 +355,13 @@ def _contracts(wd: WorkDir, damaged: set[Path]) -> list[Finding]:
             out.append(Finding("contract", split.resolve(), str(e).splitlines()[0], None))
     codes = wd.codes / "current"
     if codes.is_dir() and codes.resolve() not in damaged:
-        from flows.code_versions import contract_params
+        from flows.code_versions import contract_params, side_bits
         from flows.contracts import validate
 
         m = json.loads((codes / "manifest.json").read_text())
         for kind, file in (("user", "users.parquet"), ("item", "items.parquet")):
             try:
-                validate(f"{kind}_codes", codes / file, contract_params(kind, int(m[f"num_{kind}s"]), int(m["bits"]), int(m["dim"])))
+                validate(f"{kind}_codes", codes / file, contract_params(kind, int(m[f"num_{kind}s"]), side_bits(m)[kind], int(m["dim"])))
             except DataContractError as e:
                 out.append(Finding("contract", codes.resolve() / file, str(e).splitlines()[0], None))
     return out

@@ -82,6 +82,7 @@ def gate_decision(
     current_version: str | None,
     tolerance: float,
     force: bool,
+    user_width_change: str | None = None,
 ) -> GateDecision:
     """Decide on the metric part of the publish gate (contracts are checked before this).
 
@@ -90,7 +91,13 @@ def gate_decision(
     champion's metric on the SAME split and users (``current_value`` None or NaN: the champion
     shares no scored user with the split, so no like-for-like comparison exists and the gate
     refuses unless ``force``). Passes if ``new_value >= current_value - tolerance``, or with ``force``.
+    ``user_width_change``: why the challenger's users differ in width from the champion's (float
+    users against user codes): users.parquet would change its schema under the scripts that read
+    it, so the gate refuses unless ``force``, whatever the metric.
     """
+    if user_width_change is not None and current_version is not None and not force:
+        return GateDecision(False, f"{user_width_change}: publishing would change users.parquet's code width under "
+                            "the scripts reading it (publish with --force to switch)", metric, new_value, current_value, current_version)
     if current_version is None:
         return GateDecision(True, f"first published codes of this bit width ({metric} {new_value:.4f} on valid)", metric, new_value, None, None)
     if current_value is None or current_value != current_value or new_value != new_value:

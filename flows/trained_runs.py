@@ -51,12 +51,19 @@ class TrainedRun:
         (``user_emb`` carries the refined signs the codes come from, when refinement ran)."""
         return self.user_emb if self.encoder_user_emb is None else self.encoder_user_emb
 
+    @property
+    def user_bits(self) -> int:
+        """The width the users ship at: ``bits``, or 32 for a ``float_users`` run."""
+        return self.config.user_bits
+
     def quantize_users(self) -> QuantizedTable | None:
-        """Codes of the users (the model's forward quantizer); ``None`` for 32 bits."""
-        return None if is_float(self.bits) else quantize(self.user_emb, self.bits)
+        """Codes of the users (the model's forward quantizer); ``None`` for 32 bits and for the
+        float users of a ``float_users`` run."""
+        return None if is_float(self.user_bits) else quantize(self.user_emb, self.bits)
 
     def code_tables(self) -> tuple[CodeTable, CodeTable]:
-        """User and item :class:`CodeTable`s as the run ships them (float32 for 32 bits)."""
+        """User and item :class:`CodeTable`s as the run ships them (float32 for 32 bits; float32
+        users beside the item codes for a ``float_users`` run)."""
         return code_tables(self.user_emb, self.item_emb, self.bits, self.quantize_users(), self.quantize_items())
 
     def quantize_items(self) -> QuantizedTable | None:

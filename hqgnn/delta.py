@@ -79,6 +79,7 @@ def estimate_delta(
     granularity: Granularity = "table",
     scale: float = 1.0,
     seed: int = 0,
+    quantize_users: bool = True,
 ) -> DeltaState:
     """δ for the user and item tables from float encoder outputs ``[num_users, d]``, ``[num_items, d]``.
 
@@ -93,6 +94,8 @@ def estimate_delta(
             embedding dimension, from the Hessian diagonal).
         scale: multiplier on the formula's δ (default 1.0).
         seed: seeds the generator for triples and vectors (a resumed run re-estimates alike).
+        quantize_users: False for ``float_users`` runs: the loss sees the float user rows (their δ
+            is still computed, and unused).
     """
     if granularity not in ("table", "dimension"):
         raise ValueError(f"granularity must be 'table' or 'dimension', got {granularity!r}")
@@ -110,7 +113,8 @@ def estimate_delta(
         rows_i, inv_i = torch.unique(torch.cat([pos, neg]), return_inverse=True)
         # float32 leaves, autocast off: the Hessian-vector products stay float32 also when a caller
         # runs under AMP (in float16 the trace's sums of v·Hv lose most of their digits)
-        xu = fake_quantize(user_out[rows_u].detach().float(), bits).requires_grad_(True)
+        xu = user_out[rows_u].detach().float()
+        xu = (fake_quantize(xu, bits) if quantize_users else xu).requires_grad_(True)
         xi = fake_quantize(item_out[rows_i].detach().float(), bits).requires_grad_(True)
         with torch.enable_grad(), torch.autocast(user_out.device.type, enabled=False):
             p, n = xi[inv_i].split(users.numel())

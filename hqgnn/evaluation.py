@@ -6,7 +6,7 @@ ranking over all items, train items masked; on test, valid items masked too):
 | variant | scores |
 |---|---|
 | ``float`` | float32 ``e_u · e_i`` (the encoder output at the best epoch) |
-| ``codes`` | the model's code score ``s_i <q_u, q_i>`` (1 bit: ``s_i (d − 2H)`` by popcount) |
+| ``codes`` | the model's code score ``s_i <q_u, q_i>`` (1 bit: ``s_i (d − 2H)`` by popcount; float users: ``s_i <e_u, q_i>``) |
 | ``codes_hamming`` | 1 bit only: pure Hamming distance (ignores ``s_i``; the SQL query's ranking) |
 | ``rerank`` | optional, HashGNN-style: top-R by ``codes``, re-ranked with float embeddings |
 
@@ -42,13 +42,14 @@ def code_tables(
     user_emb: Tensor, item_emb: Tensor, bits: int,
     user_q: QuantizedTable | None = None, item_q: QuantizedTable | None = None,
 ) -> tuple[CodeTable, CodeTable]:
-    """User and item :class:`CodeTable`s of a run: its quantized tables, or float32 for 32 bits."""
-    if is_float(bits) or user_q is None or item_q is None:
+    """User and item :class:`CodeTable`s of a run: its quantized tables, float32 for 32 bits; a side
+    without its quantized table (``user_q`` None: a ``float_users`` run) ships its float32 rows."""
+    if is_float(bits) or item_q is None:
         return CodeTable.from_float(user_emb.cpu().numpy()), CodeTable.from_float(item_emb.cpu().numpy())
-    return (
-        CodeTable.from_values(user_q.codes.cpu().numpy(), user_q.scale.cpu().numpy(), bits),
-        CodeTable.from_values(item_q.codes.cpu().numpy(), item_q.scale.cpu().numpy(), bits),
-    )
+    items = CodeTable.from_values(item_q.codes.cpu().numpy(), item_q.scale.cpu().numpy(), bits)
+    if user_q is None:
+        return CodeTable.from_float(user_emb.cpu().numpy()), items
+    return CodeTable.from_values(user_q.codes.cpu().numpy(), user_q.scale.cpu().numpy(), bits), items
 
 
 @dataclass(frozen=True)
@@ -79,18 +80,18 @@ def build_variants(
     fu, fi = CodeTable.from_float(user_emb.cpu().numpy()), CodeTable.from_float(item_emb.cpu().numpy())
     fr = Retriever(fu, fi)
     out = [Variant("float", 32, "score", fr, fr.scores, 4 * dim, 4 * dim)]
-    if is_float(users.bits):
+    if is_float(items.bits):
         return out
     cr = Retriever(users, items, "score")
     packed = items.bytes_per_row
-    searched = packed if users.bits == 1 else dim  # b-bit codes are scored as int8 values
-    out.append(Variant("codes", users.bits, "score", cr, cr.scores, searched + 4, packed + 4))
+    searched = packed if items.bits == 1 else dim  # b-bit codes are scored as int8 values (1 bit: packed, or unpacked per block for float users)
+    out.append(Variant("codes", items.bits, "score", cr, cr.scores, searched + 4, packed + 4))
     if users.bits == 1:
         hr = Retriever(users, items, "hamming")
         out.append(Variant("codes_hamming", 1, "hamming", hr, hr.scores, packed, packed))
     if rerank_r:
         fn = rerank_scores(cr, user_emb.cpu(), item_emb.cpu(), rerank_r, rerank_exclude)
-        out.append(Variant("rerank", users.bits, f"codes top-{rerank_r} + float", cr, fn, searched + 4 + 4 * dim, packed + 4 + 4 * dim, {"rerank_r": rerank_r}))
+        out.append(Variant("rerank", items.bits, f"codes top-{rerank_r} + float", cr, fn, searched + 4 + 4 * dim, packed + 4 + 4 * dim, {"rerank_r": rerank_r}))
     return out
 
 

@@ -10,7 +10,7 @@ one row per id of the split's id map, sorted by the dense index:
 | ``bits`` | int8 | 1, 2, 4, 8 (32 = float run) |
 | ``code`` | binary | packed code, ``code_bytes(bits, dim)`` bytes (layout: :mod:`hqgnn.codes`) |
 | ``scale`` | float32 | per-node scale, finite, > 0 (1.0 for 32 bits) |
-| ``code_values`` | list<int8> | b ∈ {2, 4, 8} only: the same code unpacked (list<float32> for 32) |
+| ``code_values`` | list<int8> | b ∈ {2, 4, 8}: the same code unpacked (list<float32> for 32); 1 bit: only beside float users (the signs, -1/+1) |
 
 Why two code columns for b >= 2: ``code`` is the compact canonical form (the contract, Python
 and FAISS use it); DuckDB has no byte access on BLOBs, so the SQL inner product needs the values
@@ -18,6 +18,8 @@ as a list (``list_dot_product(u.code_values, i.code_values)``); Parquet's dictio
 bit-packs a column with ``2^b`` distinct values at about ``b`` bits per value, so on disk the
 unpacked copy costs little (measured in the README). 1-bit codes need no copy: DuckDB casts the
 BLOB to a BITSTRING and ``bit_count(xor(u.code::BIT, i.code::BIT))`` is the Hamming distance.
+A ``float_users`` export pairs float32 users (``bits`` 32) with b-bit items; its 1-bit items then
+carry ``code_values`` too, since the float inner product needs them as a list.
 """
 
 from __future__ import annotations
@@ -29,10 +31,12 @@ import pyarrow.compute as pc
 from hqgnn.codes import CodeTable, code_bytes
 
 
-def code_table_arrow(kind: str, ids: np.ndarray, table: CodeTable) -> pa.Table:
+def code_table_arrow(kind: str, ids: np.ndarray, table: CodeTable, with_values: bool | None = None) -> pa.Table:
     """The Parquet table of one side (``kind`` = ``"user"`` or ``"item"``), rows by dense index.
 
-    ``ids``: original ids ``[n]`` by index; ``table``: the codes ``[n, ...]``.
+    ``ids``: original ids ``[n]`` by index; ``table``: the codes ``[n, ...]``; ``with_values``:
+    write ``code_values`` (default: for b >= 2; also 1-bit items scored against float users,
+    whose SQL inner product needs the signs as a list).
     """
     n, nb = len(table), table.bytes_per_row
     if len(ids) != n:
@@ -45,7 +49,7 @@ def code_table_arrow(kind: str, ids: np.ndarray, table: CodeTable) -> pa.Table:
         "code": fixed.cast(pa.binary()),
         "scale": pa.array(table.scale.astype(np.float32)),
     }
-    if table.bits != 1:
+    if table.bits != 1 if with_values is None else with_values:
         flat = pa.array(table.values.reshape(-1))
         cols["code_values"] = pa.FixedSizeListArray.from_arrays(flat, table.dim).cast(pa.list_(flat.type))
     return pa.table(cols)

@@ -6,7 +6,7 @@ here over the items' published (dequantized) embeddings. The user's ranking only
 direction of ``e_u`` (every item score is multiplied by the same positive user scale), so no
 retraining and no user-side parameters are needed; the vector is then quantized with the model's
 own quantizer (:func:`hqgnn.quant.quantize`), so a folded-in user is scored exactly like a
-trained one: ``s_u s_i <q_u, q_i>``.
+trained one: ``s_u s_i <q_u, q_i>`` (a ``float_users`` model keeps the float vector, 32 bits).
 
 Used by ``hqgnn foldin`` (new users of the warehouse), ``hqgnn recommend --items`` and the HTTP
 service (an anonymous list of items): :func:`fold_in` for one list, :func:`fold_in_users` for a
@@ -97,6 +97,7 @@ def recommend_for_items(
     k: int = 20,
     item_degree: Tensor | None = None,
     rank_by: RankBy = "score",
+    user_bits: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` item rows (int64 ``[<=k]``) and scores for an anonymous list of items: fold in,
     quantize like a user, rank every item but the given ones (what ``hqgnn recommend --items`` and
@@ -105,7 +106,9 @@ def recommend_for_items(
     ``items``: the item codes, or a :class:`Retriever` already built over them (a service's: its
     index is reused and only the given items' codes are read; ``rank_by`` is then the
     retriever's). Only the given rows are dequantized, with the same arithmetic as
-    :func:`fold_in` over the whole table, so both give the same code.
+    :func:`fold_in` over the whole table, so both give the same code. ``user_bits``: the width of
+    the folded-in user (default: the retriever's user width, or the items' width; 32 for a
+    ``float_users`` model, whose users are float vectors).
     """
     num_items = items.num_items if isinstance(items, Retriever) else len(items)
     rows = _unique_rows(item_rows, num_items)
@@ -115,7 +118,9 @@ def recommend_for_items(
     picked = items.item_rows(rows.numpy()) if isinstance(items, Retriever) else items.subset(rows.numpy())
     degree = None if degree_all is None else degree_all[rows]
     vector = fold_in(torch.arange(rows.numel()), torch.from_numpy(picked.dequantize()), degree)
-    user = code_rows(vector[None], picked.bits)
+    if user_bits is None:
+        user_bits = items.user_bits if isinstance(items, Retriever) else picked.bits
+    user = code_rows(vector[None], user_bits)
     seen = InteractionMatrix.from_pairs(np.zeros(rows.numel(), np.int64), rows.numpy(), 1, num_items)
     retriever = items.with_queries(user) if isinstance(items, Retriever) else Retriever(user, items, rank_by)
     return retriever.recommend(0, k, seen)

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from hqgnn.bits import Bits, Estimator, default_estimator, is_float
+from hqgnn.bits import FLOAT_BITS, Bits, Estimator, default_estimator, is_float
 
 LrSchedule = Literal["constant", "cosine"]
 DeltaGranularity = Literal["table", "dimension"]
@@ -20,6 +20,8 @@ Loss = Literal["bpr", "softmax"]
 
 class TrainRecipe(BaseModel):
     """LightGCN encoder + b-bit quantizer training. ``bits=32`` means float32 (no quantizer).
+    ``float_users`` keeps the user side float32 (asymmetric scoring: float user vectors against
+    b-bit item codes; the bytes per item are those of ``bits``).
 
     ``estimator`` defaults from ``bits`` (:func:`hqgnn.bits.default_estimator`) when not given;
     the derived value does not count as set, so a copy with other ``bits`` derives it again.
@@ -52,6 +54,7 @@ class TrainRecipe(BaseModel):
     delta_granularity: DeltaGranularity = "table"  # one delta per table (users, items), or one per embedding dimension from the Hessian diagonal
     float_warmup_epochs: int = Field(0, ge=0)  # quantized runs: first epochs train float32, then the quantizer switches on (float32 runs: ignored)
     itq_rotation: bool = True  # at that switch, rotate the embeddings so sign codes lose less (hqgnn.rotation)
+    float_users: bool = False  # quantized runs: users stay float32 vectors, only the items are quantized (scores s_i <e_u, q_i>; no user codes to refine)
     refine_user_codes: int = Field(0, ge=0)  # 1-bit runs: after training, up to this many rounds of greedy user-code bit flips (hqgnn.code_refinement), the count kept chosen on validation (other widths: ignored, so one config serves a sweep)
     refine_temperature: float = Field(2.0, gt=0)  # the refinement objective's softmax temperature on the codes' scores
     refine_top_items: int = Field(1024, ge=1)  # the refinement's log-sum-exp runs over each user's top items
@@ -93,9 +96,19 @@ class TrainRecipe(BaseModel):
         """The keyword arguments of :func:`hqgnn.delta.estimate_delta` (all but the seed) this recipe sets."""
         return {"bits": self.bits, "batch_size": self.batch_size, "batches": self.hutchinson_batches,
                 "samples": self.hutchinson_samples, "rtol": self.hutchinson_rtol,
-                "granularity": self.delta_granularity, "scale": self.delta_scale}
+                "granularity": self.delta_granularity, "scale": self.delta_scale, "quantize_users": self.quantizes_users}
 
     @property
     def quantized(self) -> bool:
         """True unless float32."""
         return not is_float(self.bits)
+
+    @property
+    def user_bits(self) -> int:
+        """The width the users ship at: ``bits``, or 32 with ``float_users`` (and in float32 runs)."""
+        return FLOAT_BITS if self.float_users else self.bits
+
+    @property
+    def quantizes_users(self) -> bool:
+        """True when the user side is quantized too (a quantized run without ``float_users``)."""
+        return not is_float(self.user_bits)

@@ -5,6 +5,9 @@ Scores, by code width (``s`` = per-node scale, ``q`` = integer codes, ``d`` = di
 - **32 bits**: float32 matmul ``e_u · e_i``.
 - **b ∈ {2, 4, 8}**: integer inner product ``<q_u, q_i>`` (int8 codes, multiplied in float32
   GEMM blocks, exact because ``|<q_u, q_i>| < 2^24``), times ``s_i``.
+- **float users × b-bit items** (``float_users`` runs; users 32 bits, items 1, 2, 4 or 8):
+  ``s_i <e_u, q_i>``, float32 GEMM of the user vectors against the item codes unpacked one block
+  at a time (1-bit items stay packed, 8 B per item at d = 64; b-bit items keep their int8 values).
 - **1 bit**, two rankings (``rank_by``):
   - ``"score"`` (default; evaluation's ``codes`` row and ``hqgnn recommend``): the model's
     score ``s_u s_i (d − 2 H(q_u, q_i))`` with ``H`` from XOR + popcount. Top-K goes through
@@ -49,6 +52,9 @@ from hqgnn.scaled_hamming import (
     storage_view,
 )
 
+# byte -> its 8 sign values (+1/-1) as float32, bit j of the byte = dimension 8 * byte + j (hqgnn.codes' 1-bit layout)
+_SIGNS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little").astype(np.float32) * 2 - 1
+
 RankBy = Literal["score", "hamming"]
 RANK_BY: tuple[str, ...] = ("score", "hamming")
 HammingIndex = Literal["flat", "hnsw"]
@@ -58,7 +64,8 @@ class Retriever:
     """Ranks every item for batches of users from a user and an item :class:`CodeTable`.
 
     Args:
-        users, items: code tables of the same ``bits`` and ``dim``.
+        users, items: code tables of the same ``dim`` and ``bits``, or float32 users (32 bits)
+            against b-bit items (asymmetric scoring, ``float_users`` runs).
         rank_by: ``"score"`` (model score) or ``"hamming"`` (1 bit only, FAISS IndexBinaryFlat;
             the index then holds the only copy of the item codes, read in place by :attr:`items`).
         item_block: items per scoring block (bounds the float copy of b-bit codes).
@@ -90,17 +97,21 @@ class Retriever:
         hnsw_ef_search: int = 128,
         scaled_index_min_items: int = 100_000,
     ) -> None:
-        if users.bits != items.bits or users.dim != items.dim:
-            raise ValueError(f"user codes ({users.bits} bits, dim {users.dim}) and item codes ({items.bits} bits, dim {items.dim}) differ")
+        if users.dim != items.dim or (users.bits != items.bits and not is_float(users.bits)):
+            raise ValueError(
+                f"user codes ({users.bits} bits, dim {users.dim}) and item codes ({items.bits} bits, dim {items.dim}) "
+                "differ (the same width, or float32 users against item codes)"
+            )
         if rank_by not in RANK_BY:
             raise ValueError(f"rank_by must be one of {RANK_BY}, got {rank_by!r}")
-        if rank_by == "hamming" and users.bits != 1:
-            raise ValueError(f"rank_by='hamming' needs 1-bit codes, got {users.bits} bits")
+        if rank_by == "hamming" and (users.bits != 1 or items.bits != 1):
+            raise ValueError(f"rank_by='hamming' needs 1-bit codes on both sides, got {users.bits}-bit users and {items.bits}-bit items")
         if hamming_index not in ("flat", "hnsw") or (hamming_index == "hnsw" and rank_by != "hamming"):
             raise ValueError(f"hamming_index must be 'flat' or 'hnsw' ('hnsw' with rank_by='hamming' only), got {hamming_index!r}")
         self.users, self.rank_by = users, rank_by
         self._items: CodeTable | None = items  # None when the bucketed 1-bit index holds the codes
-        self.bits, self.dim, self.num_items = users.bits, users.dim, len(items)
+        self.bits, self.user_bits, self.dim, self.num_items = items.bits, users.bits, users.dim, len(items)
+        self.mixed = users.bits != items.bits  # float32 user vectors against b-bit item codes
         self.item_block = item_block
         self._item_scale = items.scale  # float32 [num_items]
         self._scale = torch.from_numpy(items.scale)
@@ -113,6 +124,8 @@ class Retriever:
             self._index.add(items.packed)
             # the index holds the only copy of the codes: the table reads them in place (no reference to items.packed)
             self._items = CodeTable.from_packed(_index_codes(self._index), items.scale, self.bits, self.dim)
+        elif self.mixed and self.bits == 1:  # float queries × sign codes: packed kept, unpacked per block
+            self._items = items.packed_only()
         elif self.bits == 1 and self.num_items >= scaled_index_min_items:
             self._scaled = ScaledHammingIndex(items.packed, items.scale, self.dim)
             self._item_scale = self._scaled.scale  # the same array
@@ -157,6 +170,28 @@ class Retriever:
                 out["unpacked"] += values.nbytes
         return out
 
+    def _block_buffer(self) -> np.ndarray | None:
+        """Scratch for :meth:`_block` of a mixed 1-bit retriever (float32 ``[item_block, code bytes, 8]``),
+        one per scoring call, so the blocks reuse memory instead of faulting in a new one each."""
+        if self.bits != 1:
+            return None
+        assert self._items is not None
+        return np.empty((min(self.item_block, self.num_items), self._items.bytes_per_row, 8), np.float32)
+
+    def _block(self, start: int, buf: np.ndarray | None = None) -> Tensor:
+        """float32 ``[<= item_block, dim]``: the item codes of one scoring block from ``start`` on
+        (1-bit items of a mixed retriever are unpacked here, so only a block is ever unpacked: one
+        lookup per code byte into ``buf`` from :meth:`_block_buffer`, valid until the next call)."""
+        stop = min(start + self.item_block, self.num_items)
+        if self.bits == 1:
+            assert self._items is not None and buf is not None
+            packed = self._items.packed[start:stop]
+            out = buf[: stop - start]
+            np.take(_SIGNS, packed, axis=0, out=out, mode="clip")  # uint8 indices are in range; "clip" avoids a buffered copy
+            block = torch.from_numpy(out.reshape(stop - start, -1))
+            return block if block.shape[1] == self.dim else block[:, : self.dim].contiguous()  # drop the padding bits
+        return self._values[start:stop].to(torch.float32)
+
     @property
     def certified_share(self) -> float:
         """1-bit score ranking: share of the last batch's queries answered exactly without brute
@@ -172,7 +207,7 @@ class Retriever:
         integer, so :func:`hqgnn.metrics.masked_topk` breaks its ties exactly).
         """
         u = _as_numpy(users)
-        if self.bits == 1:
+        if self.bits == 1 and not self.mixed:
             if self._scaled is not None:
                 ham = self._scaled.hamming(self.users.packed[u])
             else:
@@ -183,20 +218,25 @@ class Retriever:
             return torch.from_numpy(one_bit_score(ham, self._item_scale, self.dim))
         q = torch.from_numpy(self.users.value_rows(u)).to(torch.float32)
         out = torch.empty(len(u), self.num_items, dtype=torch.float32)
+        buf = self._block_buffer()
         for start in range(0, self.num_items, self.item_block):
-            block = self._values[start : start + self.item_block].to(torch.float32)
+            block = self._block(start, buf)
             torch.matmul(q, block.T, out=out[:, start : start + block.shape[0]])
         if not is_float(self.bits):
             out *= self._scale
         return out
 
     def with_queries(self, users: CodeTable) -> Retriever:
-        """This retriever with other query rows ``users`` (same ``bits``/``dim``), sharing the item
+        """This retriever with other query rows ``users`` (the same width and ``dim`` as its users), sharing the item
         side (codes, FAISS indexes): no index is rebuilt, so a one-user retriever is cheap at any
         catalog size (a service answers each request this way). E.g. item-to-item similarity:
-        ``r.with_queries(r.items)``."""
-        if users.bits != self.bits or users.dim != self.dim:
-            raise ValueError(f"query codes ({users.bits} bits, dim {users.dim}) differ from the item codes ({self.bits} bits, dim {self.dim})")
+        ``r.with_queries(r.items)`` (a float-users retriever takes item codes as queries too: they
+        are dequantized, which scales each query's scores by its own positive scale only)."""
+        if self.mixed and users.bits == self.bits and users.dim == self.dim:
+            users = CodeTable.from_float(users.dequantize())
+        if users.bits != self.user_bits or users.dim != self.dim:
+            raise ValueError(f"query codes ({users.bits} bits, dim {users.dim}) differ from the user codes this "
+                             f"retriever ranks for ({self.user_bits} bits, dim {self.dim})")
         one = copy.copy(self)
         one.users = users
         return one
@@ -240,7 +280,7 @@ class Retriever:
             elif self._scaled is not None:
                 banned = [np.concatenate(rows) for rows in zip(*(_row_items(m, u) for m in exclude), strict=True)] if exclude else None
                 items_out[sl], scores_out[sl] = self._scaled.search(self.users.packed[u], k, banned)
-            elif self.bits == 1:
+            elif self.bits == 1 and not self.mixed:
                 items_out[sl], scores_out[sl] = self._brute_force_1bit(u, k, exclude)
             else:
                 items_out[sl], scores_out[sl] = self._blocked_topk(u, k, exclude)
@@ -266,8 +306,9 @@ class Retriever:
         q = torch.from_numpy(self.users.value_rows(users)).to(torch.float32)
         mask = exclusion_mask(torch.from_numpy(users), exclude)
         cand_idx, cand_scores = [], []
+        buf = self._block_buffer()
         for start in range(0, self.num_items, self.item_block):
-            block = self._values[start : start + self.item_block].to(torch.float32)
+            block = self._block(start, buf)
             scores = q @ block.T
             if not is_float(self.bits):
                 scores *= self._scale[start : start + block.shape[0]]

@@ -148,7 +148,8 @@ class Trainer:
             u, items = out[rows].split([users.numel(), (1 + k) * users.numel()])
             if self.quantizing:
                 delta_u, delta_i = self.estimator_delta
-                u = straight_through(u, self.cfg.bits, delta_u, check=False)  # δ checked once, when set
+                if self.cfg.quantizes_users:  # float_users: the user side trains and ships float
+                    u = straight_through(u, self.cfg.bits, delta_u, check=False)  # δ checked once, when set
                 items = straight_through(items, self.cfg.bits, delta_i, check=False)
             p, n = items.split([users.numel(), k * users.numel()])
             if k > 1:
@@ -173,7 +174,8 @@ class Trainer:
         user, with the codes' scores in a quantized epoch (what the loss sees)."""
         u, items = out[users], out[self.data.num_users :]
         if self.quantizing:  # the item table once ([num_items, d]), not its B·k gathered rows
-            u, items = fake_quantize(u, self.cfg.bits), fake_quantize(items, self.cfg.bits)
+            items = fake_quantize(items, self.cfg.bits)
+            u = fake_quantize(u, self.cfg.bits) if self.cfg.quantizes_users else u
         return hardest_negatives(u, candidates, items[candidates])
 
     @torch.no_grad()
@@ -195,7 +197,8 @@ class Trainer:
     def _evaluate_tables(self, users: Tensor, items: Tensor, split: str) -> dict[str, float]:
         """:meth:`evaluate` of given float outputs ``[U, d]``, ``[I, d]`` (quantized as the run ships them)."""
         if self.quantized:
-            users, items = fake_quantize(users, self.cfg.bits), fake_quantize(items, self.cfg.bits)
+            items = fake_quantize(items, self.cfg.bits)
+            users = fake_quantize(users, self.cfg.bits) if self.cfg.quantizes_users else users
         truth = self.data.valid if split == "valid" else self.data.test
         exclude = [self.data.train] if split == "valid" else [self.data.train, self.data.valid]
         return evaluate_ranking(lambda b: users[b] @ items.T, truth, exclude, EVAL_KS, 1024, self.device)
@@ -233,7 +236,7 @@ class Trainer:
             self.save()
             if self.on_epoch:
                 self.on_epoch(self.history[-1])
-        if self.status != "running" and self.cfg.refine_user_codes > 0 and self.cfg.bits == 1 and self.writes_files:
+        if self.status != "running" and self.cfg.refine_user_codes > 0 and self.cfg.user_bits == 1 and self.writes_files:
             self._refine_user_codes()
         seconds = sum(r["epoch_seconds"] for r in self.history)
         return FitResult(self.best_epoch, dict(self.best_valid), self.epoch, seconds, self.status, list(self.history),

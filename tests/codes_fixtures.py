@@ -55,11 +55,12 @@ def make_split(workdir: WorkDir, split: dict, num_users: int, num_items: int, sn
     return path
 
 
-def make_run(workdir: WorkDir, name: str, split_dir: Path, user_emb: np.ndarray, item_emb: np.ndarray, bits: int) -> Path:
+def make_run(workdir: WorkDir, name: str, split_dir: Path, user_emb: np.ndarray, item_emb: np.ndarray, bits: int,
+             float_users: bool = False) -> Path:
     """A finished run folder as `hqgnn train` writes it (config.json, best.pt, summary.json), pointed to by models/latest."""
     run_dir = workdir.models / name
     run_dir.mkdir(parents=True, exist_ok=True)
-    cfg = TrainConfig(bits=bits, dim=user_emb.shape[1], epochs=1)
+    cfg = TrainConfig(bits=bits, dim=user_emb.shape[1], epochs=1, float_users=float_users)
     n_u, n_i = user_emb.shape[0], item_emb.shape[0]
     (run_dir / "config.json").write_text(json.dumps({
         "run": name, "config": cfg.model_dump(mode="json"), "snapshot": split_dir.name,

@@ -218,7 +218,7 @@ def create_app(
         if idx is None:
             raise ApiError(404, f"unknown user {user!r}: not in code version {v.name} "
                            "(ids are the original user ids of the split; new users: POST /recommend with their items)", version=v.name)
-        ranked = batcher.recommend(v, idx, k, exclude_seen) if batcher and v.bits == 1 else v.recommend(idx, k, exclude_seen)
+        ranked = batcher.recommend(v, idx, k, exclude_seen) if batcher and v.bits == v.user_bits == 1 else v.recommend(idx, k, exclude_seen)
         return answer(v, ranked, user=user, k=k, exclude_seen=exclude_seen)
 
     @app.post("/recommend")

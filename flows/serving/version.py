@@ -101,7 +101,13 @@ class LoadedVersion:
 
     @property
     def bits(self) -> int:
+        """The version's width (its item codes')."""
         return self.retriever.bits
+
+    @property
+    def user_bits(self) -> int:
+        """The users' width: ``bits``, or 32 for a float-users version."""
+        return self.retriever.user_bits
 
     @property
     def dim(self) -> int:
@@ -110,7 +116,7 @@ class LoadedVersion:
     def describe(self) -> dict[str, Any]:
         """What ``GET /version`` shows of it."""
         return {
-            "version": self.name, "bits": self.bits, "dim": self.dim,
+            "version": self.name, "bits": self.bits, "user_bits": self.user_bits, "dim": self.dim,
             "snapshot": self.manifest.get("snapshot"), "run": self.manifest.get("run"),
             "loaded_at": self.loaded_at,
             "rows": {"users": len(self.user_ids), "items": len(self.item_ids), "train_pairs": self.train.nnz},

@@ -49,7 +49,7 @@ def evaluate(workdir: WorkDir, cfg: EvaluateConfig, console: Console | None = No
             progress=lambda msg: status.update(f"[bold]evaluate[/] {run.name}: {msg}"),
         )
     facts = {
-        "run": run.name, "bits": run.bits, "estimator": run.estimator, "dim": run.dim,
+        "run": run.name, "bits": run.bits, "user_bits": run.user_bits, "estimator": run.estimator, "dim": run.dim,
         "best_epoch": run.best_epoch, "snapshot": split.snapshot, "num_users": split.num_users,
         "num_items": split.num_items, "ks": list(cfg.ks), "rerank": cfg.rerank, "rerank_r": cfg.rerank_r,
         "evaluated_at": datetime.now(UTC).isoformat(timespec="seconds"), "device": "cpu",

@@ -23,7 +23,10 @@ manifest's ``gate`` records both numbers, the split, the rule, the common ground
   so "current of the same bit width" is defined even when ``codes/current`` is another width.
 
 32-bit (float) runs are exported as float32 vectors (``bits = 32``, scale 1), so ``recommend``
-and the inner-product SQL query work on them unchanged.
+and the inner-product SQL query work on them unchanged. A ``float_users`` run exports float32
+users beside its b-bit items (manifest ``user_bits`` 32; its width is the items'); publishing
+it over codes of the same width with user codes (or back) changes ``users.parquet``'s schema,
+so the gate refuses it without ``--force``.
 """
 
 from __future__ import annotations
@@ -122,18 +125,20 @@ def export(workdir: WorkDir, cfg: ExportConfig, console: Console | None = None) 
         tmp.chmod(0o755)  # mkdtemp makes it private; published codes are for every reader
         with console.status(f"[bold]export[/]: writing {version}"):
             for kind, table, ids in (("user", users, split.user_ids), ("item", items, split.item_ids)):
-                write_code_table(tmp / CODE_FILES[kind], code_table_arrow(kind, ids, table))
+                # 1-bit items beside float users carry code_values: their SQL inner product needs the signs as a list
+                values = None if kind == "user" or users.bits == items.bits else True
+                write_code_table(tmp / CODE_FILES[kind], code_table_arrow(kind, ids, table, with_values=values))
         with console.status("[bold]export[/]: checking contracts"):
-            _validate(tmp, run, split.user_ids, split.item_ids, users.bits, users.dim, workdir.data_docs)
+            _validate(tmp, {"user": (split.user_ids, users.bits), "item": (split.item_ids, items.bits)}, users.dim, workdir.data_docs)
         with console.status("[bold]export[/]: valid metrics from the written codes"):
-            metrics = _valid_metrics_from_files(tmp, run.bits, run.dim, split, cfg.gate_metric)
+            metrics = _valid_metrics_from_files(tmp, run_side_bits(run), run.dim, split, cfg.gate_metric)
         with console.status("[bold]export[/]: champion and challenger on this split"):
             champion, comparison = _compare_with_champion(workdir, tmp, run, split, cfg.gate_metric)
         decision = gate_decision(
             cfg.gate_metric,
             _metric(comparison.challenger, cfg.gate_metric) if comparison else _metric(metrics, cfg.gate_metric),
             _metric(comparison.champion, cfg.gate_metric) if comparison else None,
-            champion, cfg.gate_tolerance, cfg.force,
+            champion, cfg.gate_tolerance, cfg.force, _user_width_change(workdir, run),
         )
         atomic_write_json(tmp / "manifest.json", _manifest(version, run, split, tmp, metrics, decision, cfg, comparison))
 
@@ -144,7 +149,7 @@ def export(workdir: WorkDir, cfg: ExportConfig, console: Console | None = None) 
         )
     publish_version(workdir, final, run.bits)  # current-<b>bit and current, journalled (flows.publish)
     console.print(
-        f"[bold]export[/]: published {version} ({run.bits} bits, {len(users)} users, {len(items)} items) "
+        f"[bold]export[/]: published {version} ({_width_words(run)}, {len(users)} users, {len(items)} items) "
         f"as codes/current in {time.perf_counter() - start:.1f}s -- {decision.reason}",
         highlight=False,
     )
@@ -158,11 +163,35 @@ def _check_run_matches_split(run: TrainedRun, num_users: int, num_items: int) ->
         )
 
 
-def _validate(folder: Path, run: TrainedRun, user_ids: np.ndarray, item_ids: np.ndarray, bits: int, dim: int, docs: Path | None = None) -> None:
-    """Both contracts, then the id-map and code_values invariants; raises DataContractError."""
+def run_side_bits(run: TrainedRun) -> dict[str, int]:
+    """Width of each side of a run's export: ``bits``, and 32 for the users of a ``float_users`` run."""
+    return {"user": run.user_bits, "item": run.bits}
+
+
+def _width_words(run: TrainedRun) -> str:
+    """``"1 bits"``, or ``"1-bit items, float32 users"`` for a ``float_users`` run (messages)."""
+    return f"{run.bits} bits" if run.user_bits == run.bits else f"{run.bits}-bit items, float32 users"
+
+
+def _user_width_change(workdir: WorkDir, run: TrainedRun) -> str | None:
+    """Why publishing ``run`` would change the user width of its width's published codes (float
+    users over codes, or back), or None: a change of users.parquet's schema needs ``--force``."""
+    from flows.code_versions import side_bits
+
+    manifest = published_manifest(workdir, run.bits)
+    if manifest is None or side_bits(manifest)["user"] == run.user_bits:
+        return None
+    def words(b: int) -> str:
+        return "float32 users" if b == 32 else f"{b}-bit user codes"
+    return f"the published {run.bits}-bit codes have {words(side_bits(manifest)['user'])}, run {run.name} {words(run.user_bits)}"
+
+
+def _validate(folder: Path, sides: dict[str, tuple[np.ndarray, int]], dim: int, docs: Path | None = None) -> None:
+    """Both contracts, then the id-map and code_values invariants; raises DataContractError.
+    ``sides``: per kind (``"user"``, ``"item"``), the id map ``[n]`` and the side's width."""
     from flows.contracts import validate
 
-    for kind, ids in (("user", user_ids), ("item", item_ids)):
+    for kind, (ids, bits) in sides.items():
         path = folder / CODE_FILES[kind]
         validate(CODE_CONTRACTS[kind], path, contract_params(kind, len(ids), bits, dim), docs)
         table, _ = read_code_table(path, kind, bits, dim)
@@ -171,15 +200,14 @@ def _validate(folder: Path, run: TrainedRun, user_ids: np.ndarray, item_ids: np.
             raise DataContractError(CODE_CONTRACTS[kind], failures)
 
 
-def _valid_metrics_from_files(folder: Path, bits: int, dim: int, split: Any, gate_metric: str) -> dict[str, float]:
+def _valid_metrics_from_files(folder: Path, bits: dict[str, int], dim: int, split: Any, gate_metric: str) -> dict[str, float]:
     """Valid metrics (train masked) of the codes as written: read back, then the model score.
 
     Cut-offs 20 and 50, plus the gate metric's (``recall@10`` adds 10)."""
     name, _, k = gate_metric.partition("@")
     if name not in ("recall", "ndcg", "precision", "hit_rate") or not k.isdigit() or int(k) <= 0:
         raise ValueError(f"gate_metric must look like recall@20, ndcg@50, precision@10 or hit_rate@20; got {gate_metric!r}")
-    users, _ = read_code_table(folder / CODE_FILES["user"], "user", bits, dim)
-    items, _ = read_code_table(folder / CODE_FILES["item"], "item", bits, dim)
+    users, items = read_code_version_tables(folder, bits, dim)
     retriever = Retriever(users, items, "score")
     return evaluate_ranking(retriever.scores, split.valid, (split.train,), sorted({20, 50, int(k)}))
 
@@ -191,7 +219,7 @@ def _compare_with_champion(workdir: WorkDir, folder: Path, run: TrainedRun, spli
     if published is None:
         return None, None
     champ = read_code_version(published)
-    chall = read_code_version_tables(folder, run.bits, run.dim)
+    chall = read_code_version_tables(folder, run_side_bits(run), run.dim)
     k = int(gate_metric.partition("@")[2])
     comparison = compare(
         CodeModel(champ.users, champ.items, champ.user_ids, champ.item_ids),
@@ -201,10 +229,11 @@ def _compare_with_champion(workdir: WorkDir, folder: Path, run: TrainedRun, spli
     return published.name, comparison
 
 
-def read_code_version_tables(folder: Path, bits: int, dim: int) -> tuple[Any, Any]:
-    """User and item :class:`hqgnn.codes.CodeTable` of a (possibly unfinished) version folder."""
-    users, _ = read_code_table(folder / CODE_FILES["user"], "user", bits, dim)
-    items, _ = read_code_table(folder / CODE_FILES["item"], "item", bits, dim)
+def read_code_version_tables(folder: Path, bits: dict[str, int], dim: int) -> tuple[Any, Any]:
+    """User and item :class:`hqgnn.codes.CodeTable` of a (possibly unfinished) version folder,
+    each side read at its width (``bits``: ``{"user": ..., "item": ...}``)."""
+    users, _ = read_code_table(folder / CODE_FILES["user"], "user", bits["user"], dim)
+    items, _ = read_code_table(folder / CODE_FILES["item"], "item", bits["item"], dim)
     return users, items
 
 
@@ -229,6 +258,7 @@ def _manifest(
         "run": run.name,
         "model": {"run": run.name, "best_epoch": run.best_epoch, "config": run.config.model_dump(mode="json")},
         "bits": run.bits,
+        "user_bits": run.user_bits,  # 32 for a float_users run (float32 users beside the item codes)
         "dim": run.dim,
         "estimator": run.estimator,
         "code_bytes": code_bytes(run.bits, run.dim),
@@ -242,7 +272,8 @@ def _manifest(
             "valid_codes": {k: v for k, v in metrics.items()},
             "train_best_valid": run.best_valid,
         },
-        "ranking": "model score s_u s_i <q_u, q_i> (1 bit: s_u s_i (dim - 2 Hamming)); ties by lower item index",
+        "ranking": ("model score s_u s_i <q_u, q_i> (1 bit: s_u s_i (dim - 2 Hamming)); ties by lower item index" if run.user_bits == run.bits
+                    else "model score s_i <e_u, q_i> (float32 users e_u); ties by lower item index"),
         "gate": {
             "passed": decision.passed, "reason": decision.reason, "metric": decision.metric,
             "value": decision.new_value, "compared_to": decision.current_version,

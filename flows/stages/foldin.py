@@ -107,7 +107,7 @@ def foldin(workdir: WorkDir, cfg: FoldInConfig, console: Console | None = None) 
         return _nothing(console, start, parent_dir.name, f"{new.numel()} new user(s), none with a train item the published codes know")
     item_codes = torch.from_numpy(parent.items.dequantize())  # the item side the service ranks with
     rows_with_items = restrict(sub, torch.nonzero(has_items).flatten().numpy(), np.arange(len(parent.items)))
-    added = fold_in_codes(rows_with_items, item_codes, parent.bits, degree, cfg.refine_rounds)
+    added = fold_in_codes(rows_with_items, item_codes, parent.user_bits, degree, cfg.refine_rounds)  # float vectors for float-users codes
     added_ids = split.user_ids[new[has_items].numpy()]
     compute_s = time.perf_counter() - t0
 
@@ -118,11 +118,12 @@ def foldin(workdir: WorkDir, cfg: FoldInConfig, console: Console | None = None) 
     with atomic_dir(final) as tmp:
         tmp.chmod(0o755)
         for kind, table, ids in (("user", users, user_ids), ("item", parent.items, parent.item_ids)):
-            write_code_table(tmp / CODE_FILES[kind], code_table_arrow(kind, ids, table))
+            values = None if kind == "user" or parent.user_bits == parent.bits else True  # as the export wrote them
+            write_code_table(tmp / CODE_FILES[kind], code_table_arrow(kind, ids, table, with_values=values))
         _validate(tmp, parent, users, user_ids, workdir.data_docs)
         ms = 1000 * compute_s / n_new
         atomic_write_json(tmp / "manifest.json", _manifest(version, parent, split, tmp, n_new, new.numel() - n_new, ms,
-                                                           cfg.refine_rounds if parent.bits == 1 else 0))
+                                                           cfg.refine_rounds if parent.user_bits == 1 else 0))
     current = workdir.codes / "current"
     if not current.exists() or current.resolve() == parent_dir.resolve():
         publish_version(workdir, final, parent.bits)  # current-<b>bit and current, journalled (flows.publish)
@@ -177,15 +178,15 @@ def _validate(folder: Path, parent: CodeVersion, users: CodeTable, user_ids: np.
     """The code contracts, the id invariants, and the parent's rows unchanged; raises DataContractError."""
     from flows.contracts import validate
 
-    bits, dim = parent.bits, parent.users.dim
+    bits, dim = {"user": parent.user_bits, "item": parent.bits}, parent.users.dim
     for kind, ids, table in (("user", user_ids, users), ("item", parent.item_ids, parent.items)):
         path = folder / CODE_FILES[kind]
-        validate(CODE_CONTRACTS[kind], path, contract_params(kind, len(ids), bits, dim), docs)
+        validate(CODE_CONTRACTS[kind], path, contract_params(kind, len(ids), bits[kind], dim), docs)
         failures = file_consistency_failures(path, kind, table, ids)
         if failures:
             raise DataContractError(CODE_CONTRACTS[kind], failures)
     for kind, old in (("user", parent.users), ("item", parent.items)):
-        back, _ = read_code_table(folder / CODE_FILES[kind], kind, bits, dim)
+        back, _ = read_code_table(folder / CODE_FILES[kind], kind, bits[kind], dim)
         n = len(old)
         if not (np.array_equal(back.packed[:n], old.packed) and np.array_equal(back.scale[:n], old.scale)):
             raise DataContractError(CODE_CONTRACTS[kind], [f"{CODE_FILES[kind]}: the parent's first {n} rows changed in the fold-in version"])
@@ -194,7 +195,7 @@ def _validate(folder: Path, parent: CodeVersion, users: CodeTable, user_ids: np.
 def _manifest(version: str, parent: CodeVersion, split: Any, folder: Path, n_new: int, skipped: int, ms: float,
               refine_rounds: int) -> dict[str, Any]:
     pm = parent.manifest
-    keep = ("run", "model", "bits", "dim", "estimator", "code_bytes", "ranking")
+    keep = ("run", "model", "bits", "user_bits", "dim", "estimator", "code_bytes", "ranking")
     return {
         **{k: pm[k] for k in keep if k in pm},
         "version": version,

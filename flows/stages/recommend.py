@@ -81,7 +81,7 @@ def recommend_items(workdir: WorkDir, item_ids: list[str], k: int = 20, rank_by:
         raise InputError(f"--items: none of {wanted[:5]} is an item of {codes.path / CODE_FILES['item']} (original item ids)")
     if unknown:
         print(f"recommend --items: skipped unknown item id(s) {unknown[:10]}", file=sys.stderr)
-    got, scores = recommend_for_items(rows[rows >= 0], codes.items, k, _item_degrees(workdir, codes), rank_by)
+    got, scores = recommend_for_items(rows[rows >= 0], codes.items, k, _item_degrees(workdir, codes), rank_by, codes.user_bits)
     rec = Recommendation("(items " + ",".join(wanted[:5]) + ")", codes.path.name, codes.bits, rank_by,
                          tuple(str(codes.item_ids[i]) for i in got), tuple(float(s) for s in scores))
     if print_result:

@@ -196,7 +196,7 @@ def train_in_process(workdir: WorkDir, cfg: TrainConfig, console: Console | None
         if cfg.resume and (run_dir / "last.pt").is_file():
             restore(trainer, run_dir)
             console.print(f"resuming {run_dir.name} after epoch {trainer.epoch}", highlight=False)
-        console.print(f"training {run_dir.name}: {cfg.bits} bit(s), estimator {cfg.estimator}, device {device}, "
+        console.print(f"training {run_dir.name}: {cfg.bits} bit(s){' (items; float32 users)' if cfg.float_users and cfg.quantized else ''}, estimator {cfg.estimator}, device {device}, "
                       f"{data.num_users} users x {data.num_items} items, {data.train.nnz} train interactions", highlight=False)
         if warm.get("parent_run"):
             console.print(f"warm start from run {warm['parent_run']}: users {warm['users_carried']} carried, {warm['users_new']} new, "
@@ -238,14 +238,16 @@ def resolve_parent(workdir: WorkDir, init_from: str, bits: int) -> Path | None:
 def pin_warm_start(workdir: WorkDir, cfg: TrainConfig) -> TrainConfig:
     """A new run's config with ``init_from`` pinned to the parent run it resolves to and the warm
     schedule applied (``epochs = warm_epochs``, ``lr = warm_lr`` where set; no float warm-up after a
-    quantized parent: it already went through the switch). Unchanged for cold runs and when there is
-    no parent yet, so one recipe can hold a cold schedule and a warm one."""
+    quantized parent: it already went through the switch; at most one float epoch after a float
+    parent, which is a trained float model already: the epoch only places the quantizer's switch, and
+    the ITQ rotation with it). Unchanged for cold runs and when there is no parent yet, so one recipe
+    can hold a cold schedule (e.g. 30 float epochs from scratch) and a warm one."""
     parent = resolve_parent(workdir, cfg.init_from, cfg.bits) if cfg.warm else None
     if parent is None:
         return cfg
     parent_bits = int(json.loads((parent / "config.json").read_text())["config"]["bits"])
     epochs = cfg.warm_epochs or cfg.epochs
-    warmup = cfg.float_warmup_epochs if is_float(parent_bits) else 0
+    warmup = min(cfg.float_warmup_epochs, 1) if is_float(parent_bits) else 0
     return cfg.model_copy(update={"init_from": parent.name, "epochs": epochs, "lr": cfg.warm_lr or cfg.lr,
                                   "float_warmup_epochs": min(warmup, max(epochs - 1, 0))})
 

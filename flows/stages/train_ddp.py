@@ -114,7 +114,7 @@ def run_worker(workdir: WorkDir, cfg: TrainConfig) -> TrainResult | None:
         if cfg.resume and (run_dir / "last.pt").is_file():
             restore(trainer, run_dir)
             console.print(f"resuming {run_dir.name} after epoch {trainer.epoch}", highlight=False)
-        console.print(f"training {run_dir.name}: {cfg.bits} bit(s), estimator {cfg.estimator}, {ctx.world_size} processes "
+        console.print(f"training {run_dir.name}: {cfg.bits} bit(s){' (items; float32 users)' if cfg.float_users and cfg.quantized else ''}, estimator {cfg.estimator}, {ctx.world_size} processes "
                       f"({ctx.backend}, {ctx.device.type}), {data.num_users} users x {data.num_items} items, "
                       f"{data.train.nnz} train interactions, global batch {cfg.batch_size}", highlight=False)
         fit = trainer.fit()

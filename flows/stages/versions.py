@@ -44,6 +44,7 @@ class VersionInfo:
     metric: str | None
     value: float | None
     pointers: tuple[str, ...]  # "current", "current-1bit", ...
+    user_bits: int = -1  # 32: float users (a float_users run); else ``bits``
 
     @property
     def published(self) -> bool:
@@ -81,23 +82,26 @@ def list_versions(workdir: WorkDir) -> list[VersionInfo]:
             dim=int(m.get("dim", -1)), run=m.get("run"), snapshot=m.get("snapshot"),
             gate_passed=gate.get("passed"), gate_reason=gate.get("reason"), metric=gate.get("metric"),
             value=gate.get("value"), pointers=tuple(pointers.get(folder.resolve(), [])),
+            user_bits=int(m.get("user_bits", m.get("bits", -1))),
         ))
     return sorted(rows, key=lambda r: (r.created_at, r.version))
 
 
 def print_versions(rows: list[VersionInfo]) -> None:
     """Tab-separated table on standard output (one line per version, oldest first)."""
-    print("version\tbits\tdim\tpublished\tgate\tmetric\tvalue\tcurrent\trun")
+    print("version\tbits\tdim\tpublished\tgate\tmetric\tvalue\tcurrent\trun\tusers")
     for r in rows:
         gate = "n/a" if r.gate_passed is None else ("passed" if r.gate_passed else "refused")
         value = "" if r.value is None else f"{r.value:.4f}"
         print(f"{r.version}\t{r.bits}\t{r.dim}\t{'yes' if r.published else 'no'}\t{gate}\t"
-              f"{r.metric or ''}\t{value}\t{','.join(r.pointers) or '-'}\t{r.run or ''}")
+              f"{r.metric or ''}\t{value}\t{','.join(r.pointers) or '-'}\t{r.run or ''}\t"
+              f"{'float32' if r.user_bits == 32 and r.bits != 32 else 'codes'}")
 
 
 def rollback_target(workdir: WorkDir, to: str | None) -> Path:
-    """The folder to switch to: ``to``, or the newest published version of the current width
-    created before the current one. InputError naming what is missing."""
+    """The folder to switch to: ``to``, or the newest published version of the current width (and
+    user width: float users or user codes, so users.parquet keeps its schema) created before the
+    current one. InputError naming what is missing."""
     if to is not None:
         folder = workdir.codes / to
         if to in ("current", "") or "/" in to or to.startswith(".") or not folder.is_dir() or folder.is_symlink():
@@ -114,9 +118,11 @@ def rollback_target(workdir: WorkDir, to: str | None) -> Path:
     now = next((r for r in rows if r.version == current.name), None)
     if now is None:
         raise InputError(f"{workdir.codes / 'current'} points to {current}, which has no manifest; name a version with --to")
-    older = [r for r in rows if r.bits == now.bits and (r.created_at, r.version) < (now.created_at, now.version) and r.gate_passed]
+    older = [r for r in rows if (r.bits, r.user_bits) == (now.bits, now.user_bits)  # users.parquet keeps its schema
+             and (r.created_at, r.version) < (now.created_at, now.version) and r.gate_passed]
     if not older:
-        raise InputError(f"no published {now.bits}-bit version older than {now.version} to roll back to; "
+        users = " with float users" if now.user_bits != now.bits else ""
+        raise InputError(f"no published {now.bits}-bit version{users} older than {now.version} to roll back to; "
                          "name one with --to (see `hqgnn versions`)")
     return workdir.codes / older[-1].version
 

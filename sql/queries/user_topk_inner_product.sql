@@ -1,6 +1,7 @@
 -- user_topk_inner_product: the $k best items for user $user_id (original id) for b-bit codes
 -- (2, 4, 8 bits) by integer inner product x item scale, and for 32-bit (float) exports by the
--- float inner product. Ranking key: <q_u, q_i> * s_i in float32, the arithmetic of
+-- float inner product, and for float-users exports (float32 users, code_manifest.user_bits = 32)
+-- by the float user vector against the item codes of any width. Ranking key: <q_u, q_i> * s_i in float32, the arithmetic of
 -- hqgnn.retrieval (the user's scale never changes a user's ranking). Ties: lower item_idx first.
 -- Needs views.sql. Seen (train) items are NOT masked (`hqgnn recommend` masks them).
 -- score: the model's score s_u * s_i * <q_u, q_i>.

@@ -7,7 +7,9 @@
 --   code_manifest one row: version, run, bits, dim, estimator, snapshot, metrics, ...
 --
 -- code: BLOB, 1 bit: dim sign bits in 64-bit words (code::BIT then bit_count(xor(...)) is the
--- Hamming distance); b bits: packed fields. code_values (b >= 2 only): the codes as a list.
+-- Hamming distance); b bits: packed fields. code_values (b >= 2, and the 1-bit items of a
+-- float-users export): the codes as a list. A float-users export (code_manifest.user_bits = 32)
+-- has float32 users: rank with user_topk_inner_product.sql, not the Hamming queries.
 create or replace view user_codes as
 select * from read_parquet(getvariable('hqgnn_codes') || '/users.parquet');
 

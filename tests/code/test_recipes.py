@@ -17,7 +17,7 @@ from hqgnn.codes import code_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
-NAME = re.compile(r"^(?P<bytes>\d+)B-(?:(?P<bits>\d+)bit|float32)-d(?P<dim>\d+)$")
+NAME = re.compile(r"^(?P<bytes>\d+)B-(?:(?P<bits>\d+)bit|float32)-d(?P<dim>\d+)(?P<float_users>-float-users)?$")
 RECOMMENDED = "recipes/12B-1bit-d64.yaml"
 
 
@@ -30,9 +30,10 @@ def test_there_are_recipes_for_several_budgets() -> None:
 def test_recipe_loads_and_costs_what_its_name_says(path: Path) -> None:
     cfg = load_pipeline_config(path)  # raises HqgnnError naming the file and key on any bad key or value
     m = NAME.match(path.stem)
-    assert m, f"{path.name}: name it <bytes>B-<bits>bit-d<dim>.yaml (or <bytes>B-float32-d<dim>.yaml)"
+    assert m, f"{path.name}: name it <bytes>B-<bits>bit-d<dim>[-float-users].yaml (or <bytes>B-float32-d<dim>.yaml)"
     bits = int(m["bits"] or 32)
     assert (cfg.train.bits, cfg.train.dim) == (bits, int(m["dim"]))
+    assert cfg.train.float_users == bool(m["float_users"])  # -float-users: float32 users, the bytes per item are the items' codes
     shipped = code_bytes(bits, cfg.train.dim) + (0 if is_float(bits) else 4)  # packed code + float32 scale
     assert shipped == int(m["bytes"])
     assert cfg.train.patience >= 1 and cfg.train.eval_every < cfg.train.epochs  # early stopping can act

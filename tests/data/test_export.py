@@ -101,8 +101,8 @@ def test_contract_failure_is_never_overridden(work: tuple, monkeypatch: pytest.M
     first = export(w, ExportConfig())
     real = export_stage.code_table_arrow
 
-    def broken(kind: str, ids: np.ndarray, table: object) -> pa.Table:
-        t = real(kind, ids, table)
+    def broken(kind: str, ids: np.ndarray, table: object, with_values: bool | None = None) -> pa.Table:
+        t = real(kind, ids, table, with_values)
         scale = np.asarray(t.column("scale").to_numpy()).copy()
         scale[3] = -1.0
         return t.set_column(t.column_names.index("scale"), "scale", pa.array(scale, pa.float32()))

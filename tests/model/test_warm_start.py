@@ -18,7 +18,7 @@ from split_fixtures import tiny_split
 from flows.config import TrainConfig
 from flows.errors import InputError
 from flows.split_files import load_split, write_split
-from flows.stages.train import train
+from flows.stages.train import pin_warm_start, train
 from flows.workdir import WorkDir, switch_pointer
 from hqgnn.checkpoint import load_checkpoint
 from hqgnn.interactions import InteractionMatrix
@@ -119,6 +119,15 @@ def test_warm_run_carries_rows_records_its_parent_and_learns_faster_than_cold(ni
     assert (record["items_carried"], record["items_new"]) == (80, 0)
     # one warm epoch starts from a trained model: far above one cold epoch
     assert warm.best_valid["recall@20"] > cold.best_valid["recall@20"] + 0.05
+
+
+def test_a_warm_run_from_a_float_parent_keeps_one_float_epoch(nights: WorkDir) -> None:
+    train(nights, TrainConfig(run="float-parent", bits=32, epochs=1, **FAST))
+    recipe = dict(bits=1, epochs=60, float_warmup_epochs=30, warm_epochs=5, **FAST)  # the cold schedule warms up 30 epochs
+    warmup = {parent: pin_warm_start(nights, TrainConfig(init_from=parent, **recipe)).float_warmup_epochs
+              for parent in ("float-parent", "night1", "none")}
+    # a float parent: one float epoch places the quantizer's switch (and ITQ); a quantized parent went through it; cold: as written
+    assert warmup == {"float-parent": 1, "night1": 0, "none": 30}
 
 
 def test_warm_lr_applies_to_warm_runs_only(nights: WorkDir) -> None:
