@@ -32,6 +32,12 @@ def write_metrics(folder: Path, facts: dict[str, Any], rows: Sequence[dict[str, 
     (folder / "metrics.json").write_text(json.dumps({**facts, "rows": list(rows)}, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def users_note(facts: dict[str, Any]) -> str:
+    """``" (items; users float32)"`` for a ``float_users`` run's facts, else empty."""
+    bits, user_bits = facts.get("bits"), facts.get("user_bits", facts.get("bits"))
+    return " (items; users float32)" if user_bits != bits else ""
+
+
 def plot_recall_vs_bits(path: Path, points: Sequence[dict[str, Any]], metric: str) -> None:
     """Test ``metric`` against code width (32 = float): this run and every other evaluated run
     of the same snapshot (``points``: rows with ``run, bits, variant, split, <metric>``)."""
@@ -96,7 +102,7 @@ def markdown(facts: dict[str, Any], rows: Sequence[dict[str, Any]], ks: Sequence
     lines = [
         f"# Evaluation of run `{facts['run']}`",
         "",
-        f"- bits: {facts['bits']}, estimator: {facts['estimator']}, dim: {facts['dim']}, best epoch: {facts['best_epoch']}",
+        f"- bits: {facts['bits']}{users_note(facts)}, estimator: {facts['estimator']}, dim: {facts['dim']}, best epoch: {facts['best_epoch']}",
         f"- split snapshot: `{facts['snapshot']}` ({facts['num_users']} users, {facts['num_items']} items)",
         f"- evaluated: {facts['evaluated_at']} on {facts['device']} ({facts['threads']} threads)",
         "",

@@ -103,3 +103,15 @@ def test_evaluate_stage_writes_the_report(data: tuple) -> None:
     assert "min(|test items of the user|, K)" in report and "recall@10" in report
     for png in ("recall_vs_bits.png", "recall_vs_latency.png"):
         assert (folder / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_stage_reports_a_float_users_run(data: tuple) -> None:
+    w, split_dir, u, i = data
+    make_run(w, "fu", split_dir, u, i, 1, float_users=True)
+    evaluate(w, EvaluateConfig(run="fu", ks=(10, 20)))
+    folder = w.report("fu")
+    table = pq.read_table(folder / "metrics.parquet").to_pylist()
+    assert {r["variant"] for r in table} == {"float", "codes"}  # no Hamming ranking without user codes
+    doc = json.loads((folder / "metrics.json").read_text())
+    assert (doc["bits"], doc["user_bits"]) == (1, 32)
+    assert "bits: 1 (items; users float32)" in (folder / "report.md").read_text()
