@@ -48,6 +48,7 @@ from flows.code_versions import (
     file_consistency_failures,
     read_code_table,
     read_code_version,
+    side_bits,
     write_code_table,
 )
 from flows.config import ExportConfig
@@ -63,6 +64,7 @@ from flows.publish import (
 from flows.split_files import load_split
 from flows.trained_runs import TrainedRun, load_run
 from flows.workdir import WorkDir, atomic_dir, file_sha256
+from hqgnn.bits import is_float
 from hqgnn.codes import code_bytes
 from hqgnn.comparison import RULE, CodeModel, Comparison, compare
 from hqgnn.export import code_table_arrow
@@ -169,20 +171,20 @@ def run_side_bits(run: TrainedRun) -> dict[str, int]:
 
 
 def _width_words(run: TrainedRun) -> str:
-    """``"1 bits"``, or ``"1-bit items, float32 users"`` for a ``float_users`` run (messages)."""
+    """``"1 bits"`` (as the messages always said), or ``"1-bit items, float32 users"`` for a ``float_users`` run."""
     return f"{run.bits} bits" if run.user_bits == run.bits else f"{run.bits}-bit items, float32 users"
 
 
 def _user_width_change(workdir: WorkDir, run: TrainedRun) -> str | None:
     """Why publishing ``run`` would change the user width of its width's published codes (float
     users over codes, or back), or None: a change of users.parquet's schema needs ``--force``."""
-    from flows.code_versions import side_bits
-
     manifest = published_manifest(workdir, run.bits)
     if manifest is None or side_bits(manifest)["user"] == run.user_bits:
         return None
+
     def words(b: int) -> str:
-        return "float32 users" if b == 32 else f"{b}-bit user codes"
+        return "float32 users" if is_float(b) else f"{b}-bit user codes"
+
     return f"the published {run.bits}-bit codes have {words(side_bits(manifest)['user'])}, run {run.name} {words(run.user_bits)}"
 
 
