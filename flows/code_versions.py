@@ -27,6 +27,13 @@ def write_code_table(path: Path, table: pa.Table) -> None:
     pq.write_table(table, path, compression="zstd", use_dictionary=True)
 
 
+def code_values_wanted(kind: str, user_bits: int, item_bits: int) -> bool | None:
+    """``with_values`` of :func:`hqgnn.export.code_table_arrow` for one side of a version: True for
+    the items of a float-users version (their SQL inner product needs the signs as a list, also at
+    1 bit), else None (the format's default: ``code_values`` for b >= 2)."""
+    return True if kind == "item" and user_bits != item_bits else None
+
+
 def read_code_table(path: Path, kind: str, bits: int, dim: int) -> tuple[CodeTable, np.ndarray]:
     """Read ``users.parquet``/``items.parquet``: the codes and the original ids, by dense index."""
     try:

@@ -174,9 +174,14 @@ class Trainer:
         user, with the codes' scores in a quantized epoch (what the loss sees)."""
         u, items = out[users], out[self.data.num_users :]
         if self.quantizing:  # the item table once ([num_items, d]), not its B·k gathered rows
-            items = fake_quantize(items, self.cfg.bits)
-            u = fake_quantize(u, self.cfg.bits) if self.cfg.quantizes_users else u
+            u, items = self._as_shipped(u, items)
         return hardest_negatives(u, candidates, items[candidates])
+
+    def _as_shipped(self, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
+        """Float rows ``[n, d]``, ``[m, d]`` fake-quantized as the run ships them: the items to
+        ``bits``, the users too unless ``float_users``."""
+        items = fake_quantize(items, self.cfg.bits)
+        return (fake_quantize(users, self.cfg.bits) if self.cfg.quantizes_users else users), items
 
     @torch.no_grad()
     def embeddings(self) -> tuple[Tensor, Tensor]:
@@ -197,8 +202,7 @@ class Trainer:
     def _evaluate_tables(self, users: Tensor, items: Tensor, split: str) -> dict[str, float]:
         """:meth:`evaluate` of given float outputs ``[U, d]``, ``[I, d]`` (quantized as the run ships them)."""
         if self.quantized:
-            items = fake_quantize(items, self.cfg.bits)
-            users = fake_quantize(users, self.cfg.bits) if self.cfg.quantizes_users else users
+            users, items = self._as_shipped(users, items)
         truth = self.data.valid if split == "valid" else self.data.test
         exclude = [self.data.train] if split == "valid" else [self.data.train, self.data.valid]
         return evaluate_ranking(lambda b: users[b] @ items.T, truth, exclude, EVAL_KS, 1024, self.device)

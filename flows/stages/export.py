@@ -44,6 +44,7 @@ from rich.console import Console
 from flows.code_versions import (
     CODE_CONTRACTS,
     CODE_FILES,
+    code_values_wanted,
     contract_params,
     file_consistency_failures,
     read_code_table,
@@ -127,8 +128,7 @@ def export(workdir: WorkDir, cfg: ExportConfig, console: Console | None = None) 
         tmp.chmod(0o755)  # mkdtemp makes it private; published codes are for every reader
         with console.status(f"[bold]export[/]: writing {version}"):
             for kind, table, ids in (("user", users, split.user_ids), ("item", items, split.item_ids)):
-                # 1-bit items beside float users carry code_values: their SQL inner product needs the signs as a list
-                values = None if kind == "user" or users.bits == items.bits else True
+                values = code_values_wanted(kind, users.bits, items.bits)
                 write_code_table(tmp / CODE_FILES[kind], code_table_arrow(kind, ids, table, with_values=values))
         with console.status("[bold]export[/]: checking contracts"):
             _validate(tmp, {"user": (split.user_ids, users.bits), "item": (split.item_ids, items.bits)}, users.dim, workdir.data_docs)

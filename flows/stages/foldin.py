@@ -42,10 +42,12 @@ from flows.code_versions import (
     CODE_CONTRACTS,
     CODE_FILES,
     CodeVersion,
+    code_values_wanted,
     contract_params,
     file_consistency_failures,
     read_code_table,
     read_code_version,
+    side_bits,
     write_code_table,
 )
 from flows.config import FoldInConfig
@@ -118,7 +120,7 @@ def foldin(workdir: WorkDir, cfg: FoldInConfig, console: Console | None = None) 
     with atomic_dir(final) as tmp:
         tmp.chmod(0o755)
         for kind, table, ids in (("user", users, user_ids), ("item", parent.items, parent.item_ids)):
-            values = None if kind == "user" or parent.user_bits == parent.bits else True  # as the export wrote them
+            values = code_values_wanted(kind, parent.user_bits, parent.bits)  # as the export wrote them
             write_code_table(tmp / CODE_FILES[kind], code_table_arrow(kind, ids, table, with_values=values))
         _validate(tmp, parent, users, user_ids, workdir.data_docs)
         ms = 1000 * compute_s / n_new
@@ -178,7 +180,7 @@ def _validate(folder: Path, parent: CodeVersion, users: CodeTable, user_ids: np.
     """The code contracts, the id invariants, and the parent's rows unchanged; raises DataContractError."""
     from flows.contracts import validate
 
-    bits, dim = {"user": parent.user_bits, "item": parent.bits}, parent.users.dim
+    bits, dim = side_bits(parent.manifest), parent.users.dim
     for kind, ids, table in (("user", user_ids, users), ("item", parent.item_ids, parent.items)):
         path = folder / CODE_FILES[kind]
         validate(CODE_CONTRACTS[kind], path, contract_params(kind, len(ids), bits[kind], dim), docs)
