@@ -32,6 +32,7 @@ scales of the one-scan path), measured on a version loaded here.
 
     .venv/bin/python bench/serve_load.py                      # everything, ~10 min
     .venv/bin/python bench/serve_load.py --only 1m --concurrency 1,8
+    .venv/bin/python bench/serve_load.py --only 1m --float-users   # float users x 1-bit items: batched vs one at a time
 
 The last line is ``key=value`` pairs for BENCHMARKS.md. Loopback only; every server it starts is
 stopped (also on error).
@@ -61,7 +62,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.lightgcn_data import read_folder  # noqa: E402
-from flows.code_versions import CODE_FILES, write_code_table  # noqa: E402
+from flows.code_versions import CODE_FILES, code_values_wanted, write_code_table  # noqa: E402
 from flows.split_files import write_split  # noqa: E402
 from flows.workdir import WorkDir, atomic_dir, file_sha256, switch_pointer  # noqa: E402
 from hqgnn.codes import CodeTable, code_bytes  # noqa: E402
@@ -86,10 +87,10 @@ def write_version(w: WorkDir, name: str, users: CodeTable, items: CodeTable, use
     split_dir = w.splits / snapshot
     with atomic_dir(final) as tmp:
         for kind, table, ids in (("user", users, user_ids), ("item", items, item_ids)):
-            write_code_table(tmp / CODE_FILES[kind], code_table_arrow(kind, ids, table))
+            write_code_table(tmp / CODE_FILES[kind], code_table_arrow(kind, ids, table, code_values_wanted(kind, users.bits, items.bits)))
         atomic_write_json(tmp / "manifest.json", {
             "version": name, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
-            "run": "bench", "bits": users.bits, "dim": users.dim, "code_bytes": code_bytes(users.bits, users.dim),
+            "run": "bench", "bits": items.bits, "user_bits": users.bits, "dim": users.dim, "code_bytes": code_bytes(items.bits, items.dim),
             "num_users": len(users), "num_items": len(items), "snapshot": snapshot, "split_dir": str(split_dir),
             "snapshot_hashes": {"train.parquet": file_sha256(split_dir / "train.parquet")},
             "files": {f: {"sha256": file_sha256(tmp / f), "size": (tmp / f).stat().st_size} for f in CODE_FILES.values()},
@@ -121,8 +122,11 @@ def setup_gowalla(root: Path, data: Path, epochs: int) -> dict[str, Path]:
     from flows.trained_runs import load_run
 
     w = WorkDir(root)
-    done = {"1bit": w.codes / "gowalla-1bit", "fp32": w.codes / "gowalla-fp32"}
+    done = {"1bit": w.codes / "gowalla-1bit", "fp32": w.codes / "gowalla-fp32", "fu1bit": w.codes / "gowalla-fu1bit"}
     if all(p.is_dir() for p in done.values()):
+        return done
+    if done["1bit"].is_dir() and done["fp32"].is_dir():  # a work folder from before the float-users kind: add it
+        _float_users_version(w, done, "gowalla")
         return done
     raw = read_folder(data)
     (tu, ti), (su, si) = raw["train"], raw["test"]
@@ -147,14 +151,27 @@ def setup_gowalla(root: Path, data: Path, epochs: int) -> dict[str, Path]:
     s = load_split(split)
     write_version(w, "gowalla-fp32", CodeTable.from_float(run.float_user_emb.numpy()), CodeTable.from_float(run.item_emb.numpy()),
                   s.user_ids, s.item_ids, "gowalla", publish=False)
+    _float_users_version(w, done, "gowalla")
     return done
+
+
+def _float_users_version(w: WorkDir, done: dict[str, Path], snapshot: str) -> None:
+    """``done["fu1bit"]``: the float32 version's users against the 1-bit version's item codes (the
+    layout a ``float_users`` run exports), for the float-users kinds (``--float-users``)."""
+    from flows.code_versions import read_code_version
+
+    fp, one = read_code_version(done["fp32"]), read_code_version(done["1bit"])
+    write_version(w, done["fu1bit"].name, fp.users, one.items, fp.user_ids, fp.item_ids, snapshot, publish=False)
 
 
 def setup_synthetic(root: Path, num_items: int, num_users: int, seen: int, dim: int = 64) -> dict[str, Path]:
     """Work directory with ``num_items`` synthetic items: a 1-bit and a float32 version."""
     w = WorkDir(root)
-    done = {"1bit": w.codes / "synthetic-1bit", "fp32": w.codes / "synthetic-fp32"}
+    done = {"1bit": w.codes / "synthetic-1bit", "fp32": w.codes / "synthetic-fp32", "fu1bit": w.codes / "synthetic-fu1bit"}
     if all(p.is_dir() for p in done.values()):
+        return done
+    if done["1bit"].is_dir() and done["fp32"].is_dir():  # a work folder from before the float-users kind: add it
+        _float_users_version(w, done, "synthetic")
         return done
     rng = np.random.default_rng(0)
     items = (rng.normal(size=(num_items, dim)) * rng.lognormal(0, 0.5, (num_items, 1))).astype(np.float32)
@@ -168,6 +185,7 @@ def setup_synthetic(root: Path, num_items: int, num_users: int, seen: int, dim: 
     item_ids = np.array([f"i{j}" for j in range(num_items)], dtype=object)
     for kind, table in (("1bit", lambda x: _one_bit(x)), ("fp32", CodeTable.from_float)):
         write_version(w, done[kind].name, table(users), table(items), user_ids, item_ids, "synthetic", publish=kind == "1bit")
+    _float_users_version(w, done, "synthetic")
     return done
 
 
@@ -204,9 +222,10 @@ def free_port() -> int:
 class Server:
     """`hqgnn serve` in a subprocess on loopback (stopped on exit, also on error)."""
 
-    def __init__(self, root: Path, log: Path, scaled_from: int) -> None:
+    def __init__(self, root: Path, log: Path, scaled_from: int, batch: bool = True) -> None:
         self.port = free_port()
-        env = {**os.environ, "PYTHONPATH": str(REPO), "DO_NOT_TRACK": "1", "GX_ANALYTICS_ENABLED": "False"}
+        env = {**os.environ, "PYTHONPATH": str(REPO), "DO_NOT_TRACK": "1", "GX_ANALYTICS_ENABLED": "False",
+               "HQGNN_SERVE_BATCH": "1" if batch else "0"}
         cmd = [sys.executable, "-m", "flows.cli", "serve", "--workdir", str(root), "--host", HOST,
                "--port", str(self.port), "--threads", "1", "--poll", "0.5", "--bucket-index-from", str(scaled_from)]
         self.log = open(log, "w")  # noqa: SIM115 - closed in stop()
@@ -354,15 +373,17 @@ def run_catalogue(name: str, root: Path, versions: dict[str, Path], args: argpar
     results: dict[str, Any] = {"items": None, "cells": {}, "rounds": {}}
     scaled_from = args.scaled_index_min_items
     num_items = int(json.loads((versions["1bit"] / "manifest.json").read_text())["num_items"])
-    kinds = {"1bit": (versions["1bit"], scaled_from), "fp32": (versions["fp32"], scaled_from)}
+    kinds: dict[str, tuple[Path, int]] = {"1bit": (versions["1bit"], scaled_from), "fp32": (versions["fp32"], scaled_from)}
     if num_items >= scaled_from:  # the same codes ranked by one scan (no bucketed FAISS index)
         kinds = {"1bit": kinds["1bit"], "1bit-scan": (versions["1bit"], SCAN), "fp32": kinds["fp32"]}
+    if args.float_users:  # float users x 1-bit items, micro-batched (the default) and one request at a time
+        kinds = {"fu1bit": (versions["fu1bit"], scaled_from), "fu1bit-single": (versions["fu1bit"], scaled_from), "fp32": kinds["fp32"]}
     other = second_copy(WorkDir(root), versions["1bit"])
     dirs = {k: serving_dir(out, name, k, root, [v, other] if k == "1bit" else [v]) for k, (v, _) in kinds.items()}
     servers: dict[str, Server] = {}
     try:
         for kind, (_, index_from) in kinds.items():
-            servers[kind] = Server(dirs[kind].root, out / f"{name}-{kind}.log", index_from)
+            servers[kind] = Server(dirs[kind].root, out / f"{name}-{kind}.log", index_from, batch=not kind.endswith("-single"))
         idle: dict[str, float] = {}
         for kind, server in servers.items():
             ready_s = server.wait_ready()
@@ -387,8 +408,8 @@ def run_catalogue(name: str, root: Path, versions: dict[str, Path], args: argpar
                 row["rps"] = float(np.median(row["rps_per_round"]))  # median of the rounds
                 results["cells"][f"{kind}/c{c}"] = {**row, "idle_rss_mb": idle[kind], "load_avg": os.getloadavg()[0]}
                 print(f"  {kind} c={c}: {_fmt(row)} (req/s per round {[round(x, 1) for x in row['rps_per_round']]})", flush=True)
-        server, pointer = servers["1bit"], dirs["1bit"].codes / "current"
-        for c in args.concurrency:
+        server, pointer = servers.get("1bit"), dirs["1bit"].codes / "current" if "1bit" in dirs else None
+        for c in args.concurrency if server is not None and pointer is not None else ():
             now = server.get("/version")["version"]
             target = dirs["1bit"].codes / (versions["1bit"].name if now == other.name else other.name)
             cell = load(server, users, c, args.requests, args.swap_seconds, args.warmup, swap_to=target, pointer=pointer, seed=c).row()
@@ -462,6 +483,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--query-users", type=int, default=2000)
     p.add_argument("--scaled-index-min-items", type=int, default=100_000,
                    help="Retriever's switch to the bucketed FAISS index (the library default); a huge value = one scan")
+    p.add_argument("--float-users", action="store_true",
+                   help="kinds: float users x 1-bit items micro-batched (fu1bit) and one request at a time (fu1bit-single), float32; no swap cells")
     p.add_argument("--setup-only", action="store_true")
     p.add_argument("--memory-breakdown", action="store_true", help="only print the RSS after each loading step (1-bit version)")
     args = p.parse_args(argv)
@@ -484,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     report = {name: run_catalogue(name, root, versions, args, args.out) for name, (root, versions) in todo.items()}
     report["load_avg_end"] = os.getloadavg()
-    tag = f"-scaled{args.scaled_index_min_items}" if args.scaled_index_min_items != 100_000 else ""
+    tag = (f"-scaled{args.scaled_index_min_items}" if args.scaled_index_min_items != 100_000 else "") + ("-float-users" if args.float_users else "")
     (args.out / f"serve_load{tag}.json").write_text(json.dumps(report, indent=1))
     summary = []
     for name, r in report.items():
@@ -500,6 +523,10 @@ def main(argv: list[str] | None = None) -> int:
         summary.append(f"{name}_swap_errors={sum(v['errors'] for k, v in cells.items() if 'swap' in k)}")
         for kind, b in r["index_bytes_per_item"].items():
             summary.append(f"{name}_{kind}_index_B_per_item={b['index_total']:.2f}")
+        for c in args.concurrency:
+            fu, single, fp = cells.get(f"fu1bit/c{c}"), cells.get(f"fu1bit-single/c{c}"), cells.get(f"fp32/c{c}")
+            if fu and single and fp:
+                summary.append(f"{name}_c{c}_fu_batched_vs_single={fu['rps'] / single['rps']:.2f} {name}_c{c}_fu_vs_fp32={fu['rps'] / fp['rps']:.2f}")
         for kind in ("1bit", "1bit-scan"):
             one, fp = cells.get(f"{kind}/c8"), cells.get("fp32/c8")
             if one and fp and kind == "1bit-scan":

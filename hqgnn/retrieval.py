@@ -8,6 +8,13 @@ Scores, by code width (``s`` = per-node scale, ``q`` = integer codes, ``d`` = di
 - **float users × b-bit items** (``float_users`` runs; users 32 bits, items 1, 2, 4 or 8):
   ``s_i <e_u, q_i>``, float32 GEMM of the user vectors against the item codes unpacked one block
   at a time (1-bit items stay packed, 8 B per item at d = 64; b-bit items keep their int8 values).
+  The user vectors are first rounded onto a fixed-point grid (:func:`on_exact_grid`: 18
+  significant bits at d = 64 with 1-bit items, a relative change below 4e-6) on which every
+  partial sum is an exact float32, so the score does not depend on the GEMM's summation order:
+  a user ranks the same alone or in any batch (a service can micro-batch requests; plain float
+  vectors round differently in a batch than alone, in most scores' last bit). Where the grid
+  would keep fewer than ``MIN_GRID_BITS`` bits (4- and 8-bit items, wide 1/2-bit codes), the
+  vectors are scored as they are.
 - **1 bit**, two rankings (``rank_by``):
   - ``"score"`` (default; evaluation's ``codes`` row and ``hqgnn recommend``): the model's
     score ``s_u s_i (d − 2 H(q_u, q_i))`` with ``H`` from XOR + popcount. Top-K goes through
@@ -55,9 +62,32 @@ from hqgnn.scaled_hamming import (
 # byte -> its 8 sign values (+1/-1) as float32, bit j of the byte = dimension 8 * byte + j (hqgnn.codes' 1-bit layout)
 _SIGNS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little").astype(np.float32) * 2 - 1
 
+# float queries go onto the exact grid only where it keeps this many significant bits (an entry moves by at most
+# 2^-16 of its row's largest, ~4 float32 ulps of it): float users against 1-bit items up to d = 256, 2-bit up to 128;
+# wider codes are scored as they are (and a service ranks them one request at a time)
+MIN_GRID_BITS = 16
+
 RankBy = Literal["score", "hamming"]
 RANK_BY: tuple[str, ...] = ("score", "hamming")
 HammingIndex = Literal["flat", "hnsw"]
+
+
+def exact_grid_bits(dim: int, item_bits: int) -> int:
+    """Significant bits a float query keeps on :func:`on_exact_grid` against ``item_bits``-bit item
+    codes (``|code| <= 2^(b-1)``, 1 for sign codes): ``24 - ceil(log2(dim)) - (b - 1)``, so that
+    ``dim`` terms of at most ``2^bits_kept * |code|`` sum to at most ``2^24``, float32's exact range."""
+    return 24 - max(dim - 1, 1).bit_length() - max(item_bits - 1, 0)
+
+
+def on_exact_grid(q: Tensor, bits: int) -> Tensor:
+    """``q`` (float32 ``[B, dim]``) rounded per row to multiples of ``2^(e - bits)``, ``2^e`` the
+    row's largest magnitude rounded up to a power of two: a row is then integers times one power
+    of two, each at most ``2^bits`` in magnitude (each entry moves by at most ``2^-bits`` of the row's
+    largest). With ``bits = exact_grid_bits(dim, b)`` every partial sum of its inner product
+    with b-bit integer codes is exact in float32, whatever the order (batch-invariant scores)."""
+    _, exponent = torch.frexp(q.abs().amax(dim=1, keepdim=True))  # max|q| <= 2^exponent (exponent 0 for a zero row)
+    step = torch.ldexp(torch.ones_like(q[:, :1]), exponent - bits)
+    return torch.round(q / step) * step
 
 
 class Retriever:
@@ -112,6 +142,8 @@ class Retriever:
         self._items: CodeTable | None = items  # None when the bucketed 1-bit index holds the codes
         self.bits, self.user_bits, self.dim, self.num_items = items.bits, users.bits, users.dim, len(items)
         self.mixed = users.bits != items.bits  # float32 user vectors against b-bit item codes
+        grid = exact_grid_bits(self.dim, self.bits) if self.mixed else 0
+        self._grid_bits: int | None = grid if grid >= MIN_GRID_BITS else None  # float queries rounded onto the exact grid
         self.item_block = item_block
         self._item_scale = items.scale  # float32 [num_items]
         self._scale = torch.from_numpy(items.scale)
@@ -198,7 +230,24 @@ class Retriever:
         force (:class:`hqgnn.scaled_hamming.ScaledHammingIndex`); NaN for other paths."""
         return self._scaled.last_certified if self._scaled is not None else float("nan")
 
+    @property
+    def batch_invariant(self) -> bool:
+        """Whether every score, hence every user's top-K, is the same bit for bit whatever batch
+        the user is ranked in: integer inner products (1-bit and b-bit codes, exact in float32 up
+        to ``dim * 2^(2b-2) <= 2^24``) and float users on the exact grid; not float32 × float32
+        (a GEMM's summation order, so its rounding, depends on the batch shape)."""
+        if is_float(self.bits):
+            return False
+        if self.mixed:
+            return self._grid_bits is not None
+        return self.bits == 1 or self.dim * 4 ** (self.bits - 1) <= 1 << 24
+
     # ------------------------------------------------------------------ scores
+
+    def _queries(self, users: np.ndarray) -> Tensor:
+        """float32 ``[B, dim]``: the query rows of ``users`` (int codes, or float users on the exact grid)."""
+        q = torch.from_numpy(self.users.value_rows(users)).to(torch.float32)
+        return on_exact_grid(q, self._grid_bits) if self._grid_bits is not None else q
 
     def scores(self, users: Tensor | np.ndarray) -> Tensor:
         """Scores of every item for ``users`` (int64 ``[B]``): ``[B, num_items]``, larger is better.
@@ -216,7 +265,7 @@ class Retriever:
             if self.rank_by == "hamming":
                 return torch.from_numpy(self.dim - ham)
             return torch.from_numpy(one_bit_score(ham, self._item_scale, self.dim))
-        q = torch.from_numpy(self.users.value_rows(u)).to(torch.float32)
+        q = self._queries(u)
         out = torch.empty(len(u), self.num_items, dtype=torch.float32)
         buf = self._block_buffer()
         for start in range(0, self.num_items, self.item_block):
@@ -303,7 +352,7 @@ class Retriever:
 
         The union of the blocks' top-``k`` under (score desc, index asc) holds the global top-``k``
         under the same total order, so the merge is exact, ties included."""
-        q = torch.from_numpy(self.users.value_rows(users)).to(torch.float32)
+        q = self._queries(users)
         mask = exclusion_mask(torch.from_numpy(users), exclude)
         cand_idx, cand_scores = [], []
         buf = self._block_buffer()

@@ -160,8 +160,9 @@ def create_app(
     ``poll_s``: seconds between checks of the ``current`` pointer. ``compute_threads``: torch
     and FAISS threads per process (None: leave them; 1 suits many concurrent requests, each
     answered on one core). ``scaled_index_min_items``: :class:`Retriever`'s switch to the
-    bucketed 1-bit index (same ranking either way). ``batch``: rank concurrent 1-bit
-    ``GET /recommend`` requests together (:mod:`flows.serving.batch`; same answers).
+    bucketed 1-bit index (same ranking either way). ``batch``: rank concurrent ``GET /recommend``
+    requests together where the scores are batch-invariant (every code version; not float32:
+    :mod:`flows.serving.batch`; same answers).
     """
     root = Path(workdir)
     holder = VersionHolder()
@@ -218,7 +219,7 @@ def create_app(
         if idx is None:
             raise ApiError(404, f"unknown user {user!r}: not in code version {v.name} "
                            "(ids are the original user ids of the split; new users: POST /recommend with their items)", version=v.name)
-        ranked = batcher.recommend(v, idx, k, exclude_seen) if batcher and v.bits == v.user_bits == 1 else v.recommend(idx, k, exclude_seen)
+        ranked = batcher.recommend(v, idx, k, exclude_seen) if batcher and v.retriever.batch_invariant else v.recommend(idx, k, exclude_seen)
         return answer(v, ranked, user=user, k=k, exclude_seen=exclude_seen)
 
     @app.post("/recommend")

@@ -1,17 +1,23 @@
-"""Micro-batching of ``GET /recommend`` for 1-bit versions: requests that arrive while a batch
-ranks are ranked together in the next one (one :meth:`Retriever.topk` call).
+"""Micro-batching of ``GET /recommend``: requests that arrive while a batch ranks are ranked
+together in the next one (one :meth:`Retriever.topk` call).
 
-Why: the 1-bit top-K at large catalogues (:class:`hqgnn.scaled_hamming.ScaledHammingIndex`)
-spends most of a single query in per-call Python/numpy work (16 FAISS bucket searches, masks,
-merges) that holds the GIL, so one query at a time does not use the second core; a batch of
-``B`` queries costs little more than one. No request waits for a timer: the batcher takes
-whatever is queued when it becomes free (a request alone is ranked at once).
+Why: one query at a time leaves most of the work per call. The 1-bit top-K at large catalogues
+(:class:`hqgnn.scaled_hamming.ScaledHammingIndex`) spends a single query mostly in per-call
+Python/numpy work (16 FAISS bucket searches, masks, merges) that holds the GIL, so one query at a
+time does not use the second core; the GEMM paths (b-bit codes, float users against item codes)
+unpack or convert every item block once per call and run a matrix-vector product that reads the
+whole catalogue for one user. A batch of ``B`` queries costs little more than one. No request
+waits for a timer: the batcher takes whatever is queued when it becomes free (a request alone is
+ranked at once).
 
-Exactness: 1-bit scores are integer Hamming distances times the item scale, computed per
-(query, item) the same way whatever the batch, and every 1-bit path is exact with ties by the
+Exactness: only versions whose retriever is :attr:`Retriever.batch_invariant` are batched. Their
+scores are computed per (query, item) to the same bits whatever the batch: 1-bit scores are
+integer Hamming distances times the item scale; b-bit inner products are integer sums, exact in
+float32; float users are rounded onto a fixed-point grid on which their inner products with the
+item codes are exact too (:func:`hqgnn.retrieval.on_exact_grid`). Every path breaks ties by the
 lower item index, so a user's top-``K`` in a batch equals :meth:`Retriever.recommend`'s for that
-user, and its first ``k`` are the top-``k``. Float and b-bit codes (GEMM: rounding can depend on
-the batch shape) are not batched.
+user, and its first ``k`` are the top-``k``. float32 versions are not batched (a GEMM's
+rounding depends on the batch shape).
 """
 
 from __future__ import annotations

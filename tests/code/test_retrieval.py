@@ -1,7 +1,10 @@
 """Retrieval from codes (hqgnn.retrieval): scores against dequantized embeddings, masking,
-deterministic ties, FAISS Hamming top-K against a naive sort, HashGNN-style re-rank."""
+deterministic ties, FAISS Hamming top-K against a naive sort, HashGNN-style re-rank, scores that
+do not depend on the batch a user is ranked in (the exact grid of float users)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import numpy as np
 import pytest
@@ -11,7 +14,7 @@ from hqgnn.codes import CodeTable
 from hqgnn.interactions import InteractionMatrix
 from hqgnn.metrics import masked_topk
 from hqgnn.quant import quantize
-from hqgnn.retrieval import Retriever, rerank_scores
+from hqgnn.retrieval import MIN_GRID_BITS, Retriever, exact_grid_bits, on_exact_grid, rerank_scores
 
 
 def tables(bits: int, n_users: int = 12, n_items: int = 90, dim: int = 64, seed: int = 0) -> tuple[CodeTable, CodeTable]:
@@ -210,3 +213,76 @@ def test_bucketed_and_plain_paths_rank_alike_with_ties_by_item_index() -> None:
     assert np.array_equal(bucketed.scores(np.arange(5)).numpy(), full)
     for u in range(5):
         assert got[0][u].tolist() == [j for j in np.lexsort((np.arange(2000), -full[u])) if j not in train.indices[train.indptr[u]:train.indptr[u + 1]].tolist()][:50]
+
+
+def float_users_tables(item_bits: int, dim: int = 64, n_users: int = 40, n_items: int = 700, seed: int = 3) -> tuple[CodeTable, CodeTable]:
+    """Float32 users with a wide dynamic range (entries over ~6 binades) against b-bit item codes."""
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(n_users, dim, generator=g) * torch.exp2(torch.randint(-3, 3, (n_users, dim), generator=g).float())
+    q = quantize(torch.randn(n_items, dim, generator=g), item_bits)
+    return CodeTable.from_float(u.numpy()), CodeTable.from_values(q.codes.numpy(), q.scale.numpy(), item_bits)
+
+
+@pytest.mark.parametrize(("dim", "item_bits"), [(64, 1), (64, 2), (64, 4), (128, 4), (70, 1), (256, 2)])
+def test_the_exact_grid_makes_every_partial_sum_exact(dim: int, item_bits: int) -> None:
+    """On the grid a row is integers below ``2^bits`` times one power of two, and its inner product
+    with b-bit codes summed in float32 (any order) equals the float64 sum: nothing was rounded."""
+    users, items = float_users_tables(item_bits, dim)
+    bits = exact_grid_bits(dim, item_bits)
+    assert bits == 24 - int(np.ceil(np.log2(dim))) - (item_bits - 1)
+    q = torch.from_numpy(users.values)
+    grid = on_exact_grid(q, bits)
+    row_max = q.abs().amax(1, keepdim=True)
+    assert ((grid - q).abs() <= row_max * 2.0**-bits * (1 + 1e-6)).all()  # half a step: step <= 2^(1-bits) x max
+    step = torch.exp2(torch.ceil(torch.log2(row_max)) - bits)
+    mantissa = grid / step
+    assert torch.equal(mantissa, mantissa.round()) and mantissa.abs().max() <= 2**bits
+    codes = torch.from_numpy(items.values.astype(np.float32))
+    exact = (grid.double() @ codes.double().T).float()
+    for order in (range(dim), reversed(range(dim)), torch.randperm(dim, generator=torch.Generator().manual_seed(1)).tolist()):
+        assert torch.equal(float32_sum(grid, codes, order), exact)  # any summation order: the same bits
+    orders = (float32_sum(q, codes, range(dim)), float32_sum(q, codes, reversed(range(dim))))
+    assert not torch.equal(*orders)  # plain floats: the order changes the last bits
+
+
+def float32_sum(q: torch.Tensor, codes: torch.Tensor, order: Iterable[int]) -> torch.Tensor:
+    """``q @ codes.T`` ``[users, items]`` summed term by term in float32, dimensions in ``order``."""
+    acc = torch.zeros(q.shape[0], codes.shape[0])
+    for j in order:
+        acc = acc + q[:, j, None] * codes[None, :, j]
+    return acc
+
+
+@pytest.mark.parametrize(("item_bits", "dim"), [(1, 64), (2, 64), (1, 256)])
+def test_float_users_rank_the_same_alone_and_in_any_batch(item_bits: int, dim: int) -> None:
+    users, items = float_users_tables(item_bits, dim)
+    seen = InteractionMatrix.from_pairs(np.repeat(np.arange(40), 3), np.arange(120) % 700, 40, 700)
+    r = Retriever(users, items, item_block=256)  # several blocks, the last one partial
+    assert r.batch_invariant
+    full = r.scores(np.arange(40))
+    got, top = r.topk(np.arange(40), 25, [seen])
+    for u in range(40):
+        assert torch.equal(r.scores(np.array([u])), full[u : u + 1])  # bit for bit
+        one_seen = InteractionMatrix.from_pairs(np.zeros(3, np.int64), np.arange(3 * u, 3 * u + 3) % 700, 1, 700)
+        ids, scores = r.recommend(u, 25, one_seen)
+        assert ids.tolist() == got[u].tolist() and np.array_equal(scores, top[u] * users.scale[u])
+    # the grid moves each score by at most 2^-bits x max|e_u| x sum|q_i| x s_i (plus float32 noise)
+    q, codes = torch.from_numpy(users.values).double(), torch.from_numpy(items.values).double()
+    scale = torch.from_numpy(items.scale).double()
+    want = (q @ codes.T) * scale
+    bound = 2.0 ** -exact_grid_bits(dim, item_bits) * q.abs().amax(1, keepdim=True) * codes.abs().sum(1) * scale
+    assert ((full.double() - want).abs() <= bound + 1e-6 * want.abs()).all()
+
+
+@pytest.mark.parametrize(("user_bits", "item_bits", "dim", "invariant"), [
+    (1, 1, 64, True), (2, 2, 64, True), (8, 8, 1024, True), (8, 8, 1025, False), (32, 32, 64, False),
+    (32, 1, 64, True), (32, 1, 256, True), (32, 1, 257, False), (32, 2, 128, True), (32, 4, 64, False), (32, 8, 64, False),
+])
+def test_which_retrievers_are_batch_invariant(user_bits: int, item_bits: int, dim: int, invariant: bool) -> None:
+    """Integer inner products while they stay within float32's exact range; float users while the
+    grid keeps MIN_GRID_BITS significant bits (else they are scored as they are); never float32 x float32."""
+    users, items = tables(user_bits, n_users=2, n_items=3, dim=dim) if user_bits == item_bits else float_users_tables(item_bits, dim, 2, 3)
+    r = Retriever(users, items)
+    assert r.batch_invariant is invariant
+    if r.mixed:
+        assert (r._grid_bits is not None) is invariant and (exact_grid_bits(dim, item_bits) >= MIN_GRID_BITS) is invariant
