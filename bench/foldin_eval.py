@@ -26,6 +26,10 @@ reported. Two training commands (one benchmark slot each) and one evaluation com
     flock /tmp/bench.lock env OMP_NUM_THREADS=2 PYTHONPATH=.:bench .venv/bin/python bench/foldin_eval.py train --model parent
     flock /tmp/bench.lock env OMP_NUM_THREADS=2 PYTHONPATH=.:bench .venv/bin/python bench/foldin_eval.py train --model full
     OMP_NUM_THREADS=2 PYTHONPATH=.:bench .venv/bin/python bench/foldin_eval.py eval
+
+``--float-users`` (all three commands): the same recipe with float32 users against the 1-bit item
+codes; the new users' fold-in vectors are ranked as they are (no quantizer, no refinement), as
+``hqgnn foldin`` does for such a version; files get a ``-float-users`` tag.
 """
 
 from __future__ import annotations
@@ -79,6 +83,8 @@ def train(args: argparse.Namespace) -> None:
     cold, _ = deployment_recipes()
     if args.model == "parent":
         cold["refine_user_codes"] = 0
+    if args.float_users:  # the same recipe with float32 users (recipes/12B-1bit-d64-float-users.yaml's switch)
+        cold["float_users"] = True
     if args.epochs:  # a smoke test: a shorter schedule, half of it float
         cold.update(epochs=args.epochs, float_warmup_epochs=args.epochs // 2, eval_every=args.epochs)
     cfg = TrainRecipe(**cold)
@@ -90,13 +96,18 @@ def train(args: argparse.Namespace) -> None:
         fit = Trainer(cfg, sd, root / args.model, torch.device("cpu")).fit()
         wall = time.perf_counter() - t0
         args.out.mkdir(parents=True, exist_ok=True)
-        shutil.copy(root / args.model / "best.pt", args.out / f"{args.model}.pt")
+        shutil.copy(root / args.model / "best.pt", args.out / f"{args.model}{_tag(args)}.pt")
     finally:
         shutil.rmtree(root, ignore_errors=True)
     rec = {"model": args.model, "held_users": len(held), "train_interactions": sd.train.nnz, **_record(fit, wall),
            "load_before": load, "load_after": os.getloadavg(), "recipe": cfg.model_dump()}
-    (args.out / f"{args.model}.json").write_text(json.dumps(rec, indent=1))
+    (args.out / f"{args.model}{_tag(args)}.json").write_text(json.dumps(rec, indent=1))
     print(json.dumps(rec))
+
+
+def _tag(args: argparse.Namespace) -> str:
+    """File-name tag of the float-users models and results."""
+    return "-float-users" if args.float_users else ""
 
 
 def _recall(users: CodeTable, items: CodeTable, truth: InteractionMatrix, seen: InteractionMatrix) -> np.ndarray:
@@ -122,7 +133,7 @@ def evaluate(args: argparse.Namespace) -> None:
     (u, i), (tu, ti) = data["train"], data["test"]
     n_u, n_i = int(max(u.max(), tu.max())) + 1, int(max(i.max(), ti.max())) + 1
     held = new_users(n_u, args.hold_frac)
-    parent, full = load_checkpoint(args.out / "parent.pt"), load_checkpoint(args.out / "full.pt")
+    parent, full = load_checkpoint(args.out / f"parent{_tag(args)}.pt"), load_checkpoint(args.out / f"full{_tag(args)}.pt")
     pos = {int(x): k for k, x in enumerate(held)}
     pick = lambda uu, ii: (np.asarray([pos[int(x)] for x in uu[np.isin(uu, held)]]), ii[np.isin(uu, held)])  # noqa: E731
     train_u, train_i = pick(u, i)
@@ -136,18 +147,20 @@ def evaluate(args: argparse.Namespace) -> None:
     item_codes = code_rows(items_float, 1)
     results: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}
-    full_users = code_rows(full["user_emb"].float()[torch.as_tensor(held)], 1)
+    # float users (--float-users): user vectors as they are, against the 1-bit item codes; no refinement (it moves user codes)
+    user_side = (lambda x: CodeTable.from_float(x.numpy())) if args.float_users else (lambda x: code_rows(x, 1))
+    full_users = user_side(full["user_emb"].float()[torch.as_tensor(held)])
     results["retrained (full model)"] = _recall(full_users, code_rows(full["item_emb"].float(), 1), test_m, train_m)
     for base, table in (("codes", torch.from_numpy(item_codes.dequantize())), ("float", items_float)):
         t0 = time.perf_counter()
         vec = fold_in_users(train_m, table, degree)
         seconds[base] = time.perf_counter() - t0
-        results[base] = _recall(code_rows(vec, 1), item_codes, test_m, train_m)
+        results[base] = _recall(user_side(vec), item_codes, test_m, train_m)
         if base == "float":
             results["float (float items; not servable at 1 bit)"] = _recall(CodeTable.from_float(vec.numpy()), CodeTable.from_float(items_float.numpy()), test_m, train_m)
         users = vec
         spent = seconds[base]
-        for r in range(1, args.rounds + 1):
+        for r in range(1, 0 if args.float_users else args.rounds + 1):
             t0 = time.perf_counter()
             users, flips = refine_round(users, items_float, train_m)
             spent += time.perf_counter() - t0
@@ -165,10 +178,10 @@ def evaluate(args: argparse.Namespace) -> None:
                      "pct_half_b": 100 * float(rec[mask & ~half_a].mean() / ref[mask & ~half_a].mean()),
                      "ms_per_user": 1000 * seconds[name] / len(held) if name in seconds else None})
     chosen = {base: max((r for r in rows if r["candidate"].startswith(f"{base}+refine")), key=lambda r: r["pct_half_a"])["candidate"]
-              for base in ("codes", "float") if args.rounds}
+              for base in ("codes", "float") if args.rounds and not args.float_users}
     out = {"held_users": len(held), "evaluated_users": int(mask.sum()), "half_a": int((mask & half_a).sum()),
            "half_b": int((mask & ~half_a).sum()), "rows": rows, "rounds_chosen_on_half_a": chosen, "load": os.getloadavg()}
-    (args.out / "eval.json").write_text(json.dumps(out, indent=1))
+    (args.out / f"eval{_tag(args)}.json").write_text(json.dumps(out, indent=1))
     print("| candidate | R@20 (all) | % of retrained: all / half A / half B | ms per user |\n|---|---|---|---|")
     for r in rows:
         ms = "" if r["ms_per_user"] is None else f"{r['ms_per_user']:.2f}"
@@ -187,6 +200,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("bench/out/foldin_eval"))
     p.add_argument("--max-users", type=int, default=None, help="keep users < this (a smoke test)")
     p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (a smoke test)")
+    p.add_argument("--float-users", action="store_true", help="the recipe with float32 users: new users folded in as float vectors "
+                   "against the 1-bit item codes (what `hqgnn foldin` gives a float-users version), no refinement")
     args = p.parse_args()
     (train if args.stage == "train" else evaluate)(args)
 
