@@ -507,7 +507,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     report = {name: run_catalogue(name, root, versions, args, args.out) for name, (root, versions) in todo.items()}
     report["load_avg_end"] = os.getloadavg()
-    tag = (f"-scaled{args.scaled_index_min_items}" if args.scaled_index_min_items != 100_000 else "") + ("-float-users" if args.float_users else "")
+    tag = ((f"-scaled{args.scaled_index_min_items}" if args.scaled_index_min_items != 100_000 else "") + ("-float-users" if args.float_users else "")
+           + (f"-{args.only}" if args.only else ""))
     (args.out / f"serve_load{tag}.json").write_text(json.dumps(report, indent=1))
     summary = []
     for name, r in report.items():
