@@ -151,6 +151,16 @@ def test_cli_foldin_and_recommend_items(grown: tuple) -> None:
     out = runner.invoke(app, ["foldin", "--refine-rounds", "0", "--workdir", str(w.root)])
     assert out.exit_code == 0, out.output
     assert json.loads(((w.codes / "current").resolve() / "manifest.json").read_text())["foldin"]["refine_rounds"] == 0
+    # without refinement only the new users' item rows are dequantized: the codes are the whole table's one-hop
+    from flows.split_files import load_split
+    from hqgnn.comparison import restrict
+
+    folded = read_code_version((w.codes / "current").resolve())
+    train = load_split(w.splits / "snap2").train
+    new_rows = np.arange(40, 60)  # u40..u59, appended in this order
+    degree = torch.bincount(train.indices, minlength=train.num_items).float()
+    want = code_rows(fold_in_users(restrict(train, new_rows, np.arange(train.num_items)), torch.from_numpy(folded.items.dequantize()), degree), 1)
+    assert np.array_equal(folded.users.packed[40:], want.packed) and np.allclose(folded.users.scale[40:], want.scale, rtol=1e-6)
     out = runner.invoke(app, ["recommend", "--items", "i1,i2", "--k", "4", "--workdir", str(w.root)])
     assert out.exit_code == 0, out.output
     lines = out.stdout.strip().splitlines()
