@@ -10,7 +10,8 @@ whole catalogue for one user. A batch of ``B`` queries costs little more than on
 waits for a timer: the batcher takes whatever is queued when it becomes free (a request alone is
 ranked at once).
 
-Exactness: only versions whose retriever is :attr:`Retriever.batch_invariant` are batched. Their
+Exactness: only versions whose retriever is :attr:`Retriever.batch_invariant` (b-bit codes on both
+sides; float users against 1- or 2-bit items) are batched. Their
 scores are computed per (query, item) to the same bits whatever the batch: 1-bit scores are
 integer Hamming distances times the item scale; b-bit inner products are integer sums, exact in
 float32; float users are rounded onto a fixed-point grid on which their inner products with the

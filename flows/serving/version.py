@@ -138,7 +138,8 @@ class LoadedVersion:
     def recommend_many(self, users: list[int], k: int, exclude_seen: bool = True) -> list[Ranked]:
         """:meth:`recommend` for several dense users in one :meth:`Retriever.topk` call (the seen
         items: rows of the train matrix). Same items, order and scores as :meth:`recommend` when
-        the retriever is batch-invariant (every code version; see :mod:`flows.serving.batch`)."""
+        the retriever is batch-invariant (:attr:`hqgnn.retrieval.Retriever.batch_invariant`; see
+        :mod:`flows.serving.batch`)."""
         u = np.asarray(users, dtype=np.int64)
         got, scores = self.retriever.topk(u, k, [self.train] if exclude_seen else [])
         out = []
