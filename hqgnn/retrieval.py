@@ -63,7 +63,7 @@ from hqgnn.scaled_hamming import (
 _SIGNS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little").astype(np.float32) * 2 - 1
 
 # float queries go onto the exact grid only where it keeps this many significant bits (an entry moves by at most
-# 2^-16 of its row's largest, ~4 float32 ulps of it): float users against 1-bit items up to d = 256, 2-bit up to 128;
+# 2^-16 = 1.5e-5 of its row's largest entry): float users against 1-bit items up to d = 256, 2-bit up to 128;
 # wider codes are scored as they are (and a service ranks them one request at a time)
 MIN_GRID_BITS = 16
 
