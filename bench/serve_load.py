@@ -123,10 +123,8 @@ def setup_gowalla(root: Path, data: Path, epochs: int) -> dict[str, Path]:
 
     w = WorkDir(root)
     done = {"1bit": w.codes / "gowalla-1bit", "fp32": w.codes / "gowalla-fp32", "fu1bit": w.codes / "gowalla-fu1bit"}
-    if all(p.is_dir() for p in done.values()):
-        return done
-    if done["1bit"].is_dir() and done["fp32"].is_dir():  # a work folder from before the float-users kind: add it
-        _float_users_version(w, done, "gowalla")
+    if done["1bit"].is_dir() and done["fp32"].is_dir():
+        _float_users_version(w, done, "gowalla")  # also into a work folder from before the float-users kind
         return done
     raw = read_folder(data)
     (tu, ti), (su, si) = raw["train"], raw["test"]
@@ -157,9 +155,11 @@ def setup_gowalla(root: Path, data: Path, epochs: int) -> dict[str, Path]:
 
 def _float_users_version(w: WorkDir, done: dict[str, Path], snapshot: str) -> None:
     """``done["fu1bit"]``: the float32 version's users against the 1-bit version's item codes (the
-    layout a ``float_users`` run exports), for the float-users kinds (``--float-users``)."""
+    layout a ``float_users`` run exports), for the float-users kinds (``--float-users``); kept if written."""
     from flows.code_versions import read_code_version
 
+    if done["fu1bit"].is_dir():
+        return
     fp, one = read_code_version(done["fp32"]), read_code_version(done["1bit"])
     write_version(w, done["fu1bit"].name, fp.users, one.items, fp.user_ids, fp.item_ids, snapshot, publish=False)
 
@@ -168,10 +168,8 @@ def setup_synthetic(root: Path, num_items: int, num_users: int, seen: int, dim: 
     """Work directory with ``num_items`` synthetic items: a 1-bit and a float32 version."""
     w = WorkDir(root)
     done = {"1bit": w.codes / "synthetic-1bit", "fp32": w.codes / "synthetic-fp32", "fu1bit": w.codes / "synthetic-fu1bit"}
-    if all(p.is_dir() for p in done.values()):
-        return done
-    if done["1bit"].is_dir() and done["fp32"].is_dir():  # a work folder from before the float-users kind: add it
-        _float_users_version(w, done, "synthetic")
+    if done["1bit"].is_dir() and done["fp32"].is_dir():
+        _float_users_version(w, done, "synthetic")  # also into a work folder from before the float-users kind
         return done
     rng = np.random.default_rng(0)
     items = (rng.normal(size=(num_items, dim)) * rng.lognormal(0, 0.5, (num_items, 1))).astype(np.float32)
@@ -408,8 +406,8 @@ def run_catalogue(name: str, root: Path, versions: dict[str, Path], args: argpar
                 row["rps"] = float(np.median(row["rps_per_round"]))  # median of the rounds
                 results["cells"][f"{kind}/c{c}"] = {**row, "idle_rss_mb": idle[kind], "load_avg": os.getloadavg()[0]}
                 print(f"  {kind} c={c}: {_fmt(row)} (req/s per round {[round(x, 1) for x in row['rps_per_round']]})", flush=True)
-        server, pointer = servers.get("1bit"), dirs["1bit"].codes / "current" if "1bit" in dirs else None
-        for c in args.concurrency if server is not None and pointer is not None else ():
+        for c in args.concurrency if "1bit" in servers else ():  # the hot-swap cells: the 1-bit server only
+            server, pointer = servers["1bit"], dirs["1bit"].codes / "current"
             now = server.get("/version")["version"]
             target = dirs["1bit"].codes / (versions["1bit"].name if now == other.name else other.name)
             cell = load(server, users, c, args.requests, args.swap_seconds, args.warmup, swap_to=target, pointer=pointer, seed=c).row()

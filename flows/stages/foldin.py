@@ -111,7 +111,7 @@ def foldin(workdir: WorkDir, cfg: FoldInConfig, console: Console | None = None) 
     with_items = torch.nonzero(has_items).flatten().numpy()
     # the item side the service ranks with, dequantized: all of it for refinement (a round ranks every
     # item), else only the new users' items (the one-hop reads nothing else; 256 MB less at 1 M items)
-    cols = np.arange(len(parent.items)) if refine else np.unique(restrict(sub, with_items, np.arange(len(parent.items))).indices.numpy())
+    cols = np.arange(len(parent.items)) if refine else np.unique(sub.indices.numpy())  # users without items add no entries
     item_codes = torch.from_numpy(parent.items.subset(cols).dequantize())
     added = fold_in_codes(restrict(sub, with_items, cols), item_codes, parent.user_bits, degree[torch.from_numpy(cols)], refine)
     added_ids = split.user_ids[new[has_items].numpy()]
