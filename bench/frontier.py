@@ -242,12 +242,13 @@ def run_point(dataset: str, bits: int, dim: int, seed: int, schedule: str, data_
     if not (wd.splits / snapshot / "manifest.json").is_file():
         train_pairs, test_pairs = ds.load(data_root)
         write_carved_split(wd.splits / snapshot, train_pairs, test_pairs, ds.valid_ratio, 2024)
-    name = f"{dataset}-b{bits}-d{dim}-s{seed}-{schedule}"
-    resume = (wd.models / name / "config.json").is_file()
     settings = train_settings(dataset, bits, dim, seed, schedule, override)
     parent = float_parent(read_points(points), dataset, dim, seed) if schedule == FROM_FLOAT else None
-    if parent is not None:
+    name = f"{dataset}-b{bits}-d{dim}-s{seed}-{schedule}"
+    if parent is not None:  # one run per parent: a better float32 point later gets a fresh fine-tune, not a resume
         settings["init_from"] = parent["run"]
+        name += f"-of-{parent['schedule']}"
+    resume = (wd.models / name / "config.json").is_file()
     cfg = TrainConfig(**settings, snapshot=snapshot, run=name, resume=resume)
     started, t0 = datetime.now(UTC), time.perf_counter()
     res = train(wd, cfg)
@@ -269,7 +270,7 @@ def run_point(dataset: str, bits: int, dim: int, seed: int, schedule: str, data_
 
 def missing(args: argparse.Namespace) -> list[tuple[str, int, int, int, str]]:
     """The grid's points (dataset x bits x dim x seed) not yet in the JSONL, in grid order."""
-    points = read_points(args.points)
+    points = current_points(read_points(args.points))
     done = {point_key(r) for r in points}
     picked: dict[tuple[str, int, int], set[str]] = {}  # schedules validation picked at seeds where every candidate ran
     for (ds, bits, dim, seed), p in choose_by_valid(points).items():
@@ -321,7 +322,21 @@ def queue(args: argparse.Namespace) -> None:
 
 def choose_by_valid(points: list[dict[str, Any]]) -> dict[tuple[str, int, int, int], dict[str, Any]]:
     """Per (dataset, bits, dim, seed): the point of the dataset's candidate schedules (``from-float``
-    included) with the best validation Recall@20 (probes and the ``long`` reference are left out)."""
+    included, stale ones not: :func:`current_points`) with the best validation Recall@20 (probes and
+    the ``long`` reference are left out)."""
+    return _best_by_valid(current_points(points))
+
+
+def current_points(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``points`` less the stale ``from-float`` records: those whose ``parent_run`` is no longer the
+    float32 point validation picks at their (dataset, dim, seed), because a better float32 point ran
+    after them. A stale point is missing again (:func:`missing`) and leaves the report."""
+    floats = _best_by_valid([p for p in points if p["schedule"] != FROM_FLOAT])
+    return [p for p in points if p["schedule"] != FROM_FLOAT
+            or p.get("parent_run") == floats.get((p["dataset"], FLOAT_BITS, int(p["dim"]), int(p["seed"])), {}).get("run")]
+
+
+def _best_by_valid(points: list[dict[str, Any]]) -> dict[tuple[str, int, int, int], dict[str, Any]]:
     chosen: dict[tuple[str, int, int, int], dict[str, Any]] = {}
     for p in points:
         ds, bits, dim, seed, schedule = point_key(p)
@@ -447,7 +462,10 @@ def main() -> None:
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.report:
-        summary = summarize(read_points(args.points))
+        points = read_points(args.points)
+        if stale := len(points) - len(current_points(points)):
+            print(f"{stale} from-float points left out: a better float32 point ran after them (rerun: --schedule {FROM_FLOAT})")
+        summary = summarize(points)
         md = markdown(summary)
         (args.out / "frontier.md").write_text(md)
         plot(summary, args.plot or args.out / "frontier.png")

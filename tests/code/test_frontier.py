@@ -140,6 +140,20 @@ def test_from_float_competes_on_valid_and_counts_its_parent_minutes(frontier: Mo
     assert frontier.missing(args) == [("lastfm", 4, 64, 1, "from-float")]  # float32 points are parents only
 
 
+def test_a_from_float_point_goes_stale_when_a_better_float_point_runs_after_it(frontier: ModuleType, tmp_path: Path) -> None:
+    fast = _point("lastfm", 32, 64, 1, 0.25, "fast", valid=0.30) | {"run": "fast-run"}
+    ff = _point("lastfm", 4, 64, 1, 0.26, "from-float", valid=0.6) | {"parent_run": "fast-run", "parent_train_seconds": 120.0}
+    assert {r["bits"]: r["schedules"] for r in frontier.summarize([fast, ff])["lastfm"]} == {4: "from-float 1", 32: "fast 1"}
+    slow = _point("lastfm", 32, 64, 1, 0.27, "slow", valid=0.32) | {"run": "slow-run"}  # picked by validation now
+    assert frontier.current_points([fast, ff, slow]) == [fast, slow]
+    assert [r["bits"] for r in frontier.summarize([fast, ff, slow])["lastfm"]] == [32]  # the stale fine-tune left the table
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(p) + "\n" for p in (fast, ff, slow)))
+    args = frontier.argparse.Namespace(out=tmp_path, points=tmp_path / "p.jsonl", dataset=["lastfm"], bits=[4], dim=[64], seed=[1], schedule="from-float")
+    assert frontier.missing(args) == [("lastfm", 4, 64, 1, "from-float")]  # to be rerun from the new parent
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(p) + "\n" for p in (fast, ff)))
+    assert frontier.missing(args) == []
+
+
 def test_gowalla_float_points_also_try_the_k8_recipe_and_equal_epochs_ignores_it(frontier: ModuleType, tmp_path: Path) -> None:
     assert frontier.train_settings("gowalla", 32, 64, 1, "k8")["bpr_negatives"] == 8
     with pytest.raises(ValueError, match="none of"):
