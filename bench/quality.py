@@ -124,7 +124,8 @@ def main() -> None:
                       ("negative-candidates", int), ("hard-negatives-from-epoch", int),
                       ("refine-user-codes", int), ("refine-temperature", float), ("refine-top-items", int),
                       ("loss", str), ("bpr-negatives", int), ("softmax-negatives", int), ("softmax-temperature", float),
-                      ("init-from", str), ("warm-epochs", int), ("warm-lr", float), ("warm-carry-users", int), ("float-users", int)]:
+                      ("init-from", str), ("warm-epochs", int), ("warm-lr", float), ("warm-carry-users", int), ("float-users", int),
+                      ("distill-top", int), ("distill-weight", float), ("distill-decay", float)]:
         ap.add_argument(f"--{name}", type=typ, default=None)
     args = ap.parse_args()
     if args.threads:

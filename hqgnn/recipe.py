@@ -55,6 +55,9 @@ class TrainRecipe(BaseModel):
     float_warmup_epochs: int = Field(0, ge=0)  # quantized runs: first epochs train float32, then the quantizer switches on (float32 runs: ignored)
     itq_rotation: bool = True  # at that switch, rotate the embeddings so sign codes lose less (hqgnn.rotation)
     float_users: bool = False  # quantized runs: users stay float32 vectors, only the items are quantized (scores s_i <e_u, q_i>; no user codes to refine)
+    distill_top: int = Field(0, ge=0)  # warm runs from a float parent: > 0 adds a BPR term for each user's top this many items under the parent's ranking (hqgnn.distill); 0: off; cold runs: ignored
+    distill_weight: float = Field(1.0, ge=0)  # that term's weight against the main BPR term
+    distill_decay: float = Field(10.0, gt=0)  # a teacher item of rank r is drawn with weight exp(-r / distill_decay)
     refine_user_codes: int = Field(0, ge=0)  # 1-bit runs: after training, up to this many rounds of greedy user-code bit flips (hqgnn.code_refinement), the count kept chosen on validation (other widths: ignored, so one config serves a sweep)
     refine_temperature: float = Field(2.0, gt=0)  # the refinement objective's softmax temperature on the codes' scores
     refine_top_items: int = Field(1024, ge=1)  # the refinement's log-sum-exp runs over each user's top items
@@ -80,6 +83,8 @@ class TrainRecipe(BaseModel):
             raise ValueError("negative_candidates > 1 (hard negatives) is a BPR option; loss 'softmax' ranks against shared negatives")
         if self.bpr_negatives > 1 and (self.negative_candidates > 1 or self.loss != "bpr"):
             raise ValueError("bpr_negatives > 1 averages BPR over uniform negatives: it excludes negative_candidates > 1 and loss 'softmax'")
+        if self.distill_top > 0 and self.loss != "bpr":
+            raise ValueError("distill_top > 0 adds a BPR term for the teacher's items: it needs loss 'bpr'")
         if self.hard_negatives_from_epoch > 0 and self.negative_candidates == 1:
             raise ValueError(
                 f"hard_negatives_from_epoch={self.hard_negatives_from_epoch} needs negative_candidates > 1 "

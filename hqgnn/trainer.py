@@ -28,6 +28,7 @@ from hqgnn.checkpoint import load_checkpoint, save_checkpoint
 from hqgnn.code_refinement import refine_user_codes
 from hqgnn.dataset import SplitData
 from hqgnn.delta import DeltaState, estimate_delta
+from hqgnn.distill import TeacherRanking, teacher_positives
 from hqgnn.encoder import LightGCNEncoder
 from hqgnn.estimators import straight_through
 from hqgnn.graph import normalized_adjacency
@@ -76,6 +77,8 @@ class Trainer:
     users; ``on_refine(record)`` after each refinement round. ``restore()`` continues from ``last.pt``.
     ``initial_embedding`` ``[num_users + num_items, dim]`` (users first): the layer-0 table to start
     from instead of the random one (a warm start, :mod:`hqgnn.warm_start`); optimizer state is fresh.
+    With ``distill_top > 0`` its propagated outputs rank the items once: the teacher of
+    :mod:`hqgnn.distill` (kept in ``last.pt`` for a resume; a cold run has none).
     Data-parallel runs use :class:`hqgnn.distributed.DistributedTrainer`.
     """
 
@@ -108,6 +111,11 @@ class Trainer:
                 raise ValueError(f"initial_embedding has shape {tuple(initial_embedding.shape)}, expected {want} (users + items, dim)")
             with torch.no_grad():
                 self.model.embedding.copy_(initial_embedding.to(device, torch.float32))
+        self.teacher: TeacherRanking | None = None
+        if cfg.distill_top > 0 and initial_embedding is not None:  # the warm start's ranking, before any step moves it
+            with torch.no_grad():
+                users, items = self.model(self.adj)
+            self.teacher = TeacherRanking(teacher_positives(users, items, data.train, cfg.distill_top), cfg.distill_decay)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, foreach=True)
         self.schedule = (
             torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.epochs, eta_min=cfg.lr_min)
@@ -135,33 +143,39 @@ class Trainer:
 
     # --- one step, one evaluation -------------------------------------------------------------
     def step(self, users: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
-        """One BPR + L2 step on a batch of int64 ``[B]`` triples; returns the loss (a 0-d tensor)."""
+        """One BPR + L2 step on a batch of int64 ``[B]`` triples (plus the teacher's term when
+        distilling, :mod:`hqgnn.distill`); returns the loss (a 0-d tensor)."""
         out = self.model.propagate(self.adj)  # [N, d], users then items
-        offset = self.data.num_users
+        offset, b = self.data.num_users, users.numel()
         k = 1
         if neg.dim() == 2 and self.cfg.bpr_negatives > 1:  # [B, k] uniform negatives, all in the loss
             k, neg = neg.shape[1], neg.flatten()
         elif neg.dim() == 2:  # [B, k] candidates: keep the hardest under the scores this step trains
             neg = self._hardest(out, users, neg)
-        rows = torch.cat([users, pos + offset, neg + offset])  # one gather: one sparse gradient
+        taught = self.teacher.draw(users, self.generator) if self.teacher is not None else users[:0]  # [B] or [0]
+        rows = torch.cat([users, pos + offset, neg + offset, taught + offset])  # one gather: one sparse gradient
         with torch.autocast(self.device.type, enabled=self.cfg.amp and self.device.type == "cuda"):
-            u, items = out[rows].split([users.numel(), (1 + k) * users.numel()])
+            u, items = out[rows].split([b, (1 + k) * b + taught.numel()])
             if self.quantizing:
                 delta_u, delta_i = self.estimator_delta
                 if self.cfg.quantizes_users:  # float_users: the user side trains and ships float
                     u = straight_through(u, self.cfg.bits, delta_u, check=False)  # δ checked once, when set
                 items = straight_through(items, self.cfg.bits, delta_i, check=False)
-            p, n = items.split([users.numel(), k * users.numel()])
+            p, n, t = items.split([b, k * b, taught.numel()])
             if k > 1:
-                n = n.view(users.numel(), k, -1)
-            # users and positives weigh 1/B each; the k negatives of a positive weigh as one, so L2 means what it means at k = 1
-            weight = torch.full((rows.numel(),), 1.0 / users.numel(), device=rows.device)
-            weight[2 * users.numel():] /= k
+                n = n.view(b, k, -1)
+            # users and positives weigh 1/B each; the k negatives of a positive weigh as one, so L2 means what it means at k = 1;
+            # the teacher's items add no L2
+            weight = torch.full((rows.numel(),), 1.0 / b, device=rows.device)
+            weight[2 * b:(2 + k) * b] /= k
+            weight[(2 + k) * b:] = 0.0
             reg = l2_penalty(self.model.embedding, rows, weight)
             if self.cfg.loss == "softmax":  # the batch's first M uniform negatives, shared by every row
                 rank = sampled_softmax_loss(u, p, n[: self.cfg.softmax_negatives], self.cfg.softmax_temperature)
             else:
                 rank = bpr_loss(u, p, n)
+            if self.teacher is not None:  # the teacher's item above the first negative (the recipe allows BPR only)
+                rank = rank + self.cfg.distill_weight * bpr_loss(u, t, n if k == 1 else n[:, 0])
             loss = rank + self.cfg.l2 * reg
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -322,6 +336,7 @@ class Trainer:
             "rng": {"sampler": self.generator.get_state()},
             "delta": self.delta.as_dict(),
             "history": self.history,
+            "teacher": None if self.teacher is None else self.teacher.positives.to(torch.int32),  # item ids < 2^31: half the bytes
         })
         write_history(self.run_dir, self.history)
 
@@ -340,6 +355,8 @@ class Trainer:
         else:  # saved on another device type (CPU mt19937 5056 bytes, CUDA Philox 16): reseed by epoch
             self.generator.manual_seed(self.cfg.seed * 100_003 + int(state["epoch"]))
         self.delta = DeltaState.from_dict(state["delta"])
+        teacher = state.get("teacher")  # a distilling warm run's teacher: the warm start is not rebuilt on resume
+        self.teacher = None if teacher is None else TeacherRanking(teacher.to(self.device, torch.int64), self.cfg.distill_decay)
         self.epoch = int(state["epoch"])
         best = state["best"]
         self.best_epoch, self.best_valid, self.bad_evals = int(best["epoch"]), dict(best["valid"]), int(best["bad_evals"])

@@ -202,6 +202,10 @@ def train_in_process(workdir: WorkDir, cfg: TrainConfig, console: Console | None
             console.print(f"warm start from run {warm['parent_run']}: users {warm['users_carried']} carried, {warm['users_new']} new, "
                           f"{warm['users_dropped']} dropped; items {warm['items_carried']} carried, {warm['items_new']} new, "
                           f"{warm['items_dropped']} dropped", highlight=False)
+        if cfg.distill_top > 0:
+            console.print(f"distilling the parent's ranking: each user's top {cfg.distill_top} unseen items, weight {cfg.distill_weight}, "
+                          f"decay {cfg.distill_decay}" if trainer.teacher is not None else
+                          f"distill_top {cfg.distill_top} unused: a cold run has no float parent whose ranking it could learn", highlight=False)
         fit = trainer.fit()
     return write_summary(workdir, run_dir, cfg, data, fit, started, console, device=str(device), warm_start=warm)
 
@@ -240,8 +244,10 @@ def pin_warm_start(workdir: WorkDir, cfg: TrainConfig) -> TrainConfig:
     schedule applied (``epochs = warm_epochs``, ``lr = warm_lr`` where set; no float warm-up after a
     quantized parent: it already went through the switch; at most one float epoch after a float
     parent, which is a trained float model already: the epoch only places the quantizer's switch, and
-    the ITQ rotation with it). Unchanged for cold runs and when there is no parent yet, so one recipe
-    can hold a cold schedule (e.g. 30 float epochs from scratch) and a warm one."""
+    the ITQ rotation with it; ``distill_top`` kept after a float parent only, whose ranking is the
+    teacher, :mod:`hqgnn.distill`). Unchanged for cold runs and when there is no parent yet, so one
+    recipe can hold a cold schedule (e.g. 30 float epochs from scratch) and a warm one (the trainer
+    has no teacher without a warm start)."""
     parent = resolve_parent(workdir, cfg.init_from, cfg.bits) if cfg.warm else None
     if parent is None:
         return cfg
@@ -249,7 +255,8 @@ def pin_warm_start(workdir: WorkDir, cfg: TrainConfig) -> TrainConfig:
     epochs = cfg.warm_epochs or cfg.epochs
     warmup = min(cfg.float_warmup_epochs, 1) if is_float(parent_bits) else 0
     return cfg.model_copy(update={"init_from": parent.name, "epochs": epochs, "lr": cfg.warm_lr or cfg.lr,
-                                  "float_warmup_epochs": min(warmup, max(epochs - 1, 0))})
+                                  "float_warmup_epochs": min(warmup, max(epochs - 1, 0)),
+                                  "distill_top": cfg.distill_top if is_float(parent_bits) else 0})
 
 
 def warm_table(workdir: WorkDir, cfg: TrainConfig, data: SplitData, run_dir: Path) -> tuple[Any, dict[str, Any]]:

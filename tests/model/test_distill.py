@@ -1,0 +1,140 @@
+"""Ranking distillation (issue 19, hqgnn.distill): the teacher's positives, their draw, the distilled
+step, where the teacher applies (warm runs from a float parent only) and a resume that keeps it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from split_fixtures import N_ITEMS, N_USERS, tiny_split
+
+from flows.config import TrainConfig
+from flows.split_files import load_split
+from flows.stages.train import pin_warm_start, train
+from flows.workdir import WorkDir
+from hqgnn.checkpoint import load_checkpoint
+from hqgnn.distill import TeacherRanking, teacher_positives
+from hqgnn.loss import bpr_loss, l2_penalty
+from hqgnn.quant import fake_quantize
+from hqgnn.trainer import Trainer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+FAST = {"batch_size": 256, "lr": 0.02, "device": "cpu", "dim": 16, "patience": 50, "hutchinson_samples": 2, "hutchinson_batches": 1}
+
+
+def test_teacher_positives_are_the_best_unseen_items(tmp_path: Path) -> None:
+    data = load_split(tiny_split(tmp_path))
+    g = torch.Generator().manual_seed(0)
+    users, items = torch.randn(N_USERS, 8, generator=g), torch.randn(N_ITEMS, 8, generator=g)
+    top = teacher_positives(users, items, data.train, 5, batch=7)  # several batches, the last partial
+    assert top.shape == (N_USERS, 5)
+    for u in (0, 13, N_USERS - 1):
+        seen = set(data.train.indices[data.train.indptr[u]:data.train.indptr[u + 1]].tolist())
+        ranked = [i for i in torch.argsort(users[u] @ items.T, descending=True).tolist() if i not in seen]
+        assert top[u].tolist() == ranked[:5]
+    assert teacher_positives(users, items, data.train, 10 * N_ITEMS).shape == (N_USERS, N_ITEMS)  # capped at the catalogue
+
+
+def test_teacher_draws_favour_the_teachers_first_ranks() -> None:
+    positives = torch.arange(40).view(2, 20) + 100  # user 0: items 100..119, user 1: 120..139, best first
+    teacher = TeacherRanking(positives, decay=2.0)
+    users = torch.tensor([0, 1] * 20_000)
+    drawn = teacher.draw(users, torch.Generator().manual_seed(0))
+    assert drawn.shape == users.shape
+    assert ((drawn[users == 0] >= 100) & (drawn[users == 0] < 120)).all() and (drawn[users == 1] >= 120).all()
+    rank = (drawn - 100) % 20
+    share = torch.bincount(rank, minlength=20).double() / rank.numel()
+    want = torch.exp(-torch.arange(20.0) / 2.0)
+    torch.testing.assert_close(share[:4], (want / want.sum())[:4].double(), atol=0.01, rtol=0)
+    with pytest.raises(ValueError, match=r"\[users, top\]"):
+        TeacherRanking(torch.zeros(3, 0, dtype=torch.int64), 1.0)
+
+
+@pytest.mark.parametrize("negatives", [1, 3])
+def test_the_distilled_step_adds_the_teachers_term(tmp_path: Path, negatives: int) -> None:
+    data = load_split(tiny_split(tmp_path))
+    cfg = TrainConfig(bits=1, estimator="ste", epochs=2, float_users=True, bpr_negatives=negatives,
+                      distill_top=4, distill_weight=0.5, distill_decay=2.0, **{**FAST, "batch_size": 64})
+    init = torch.randn(N_USERS + N_ITEMS, 16, generator=torch.Generator().manual_seed(1))
+    trainer = Trainer(cfg, data, tmp_path / "run", torch.device("cpu"), initial_embedding=init)
+    assert trainer.teacher is not None
+    with torch.no_grad():
+        want_teacher = teacher_positives(*trainer.model(trainer.adj), data.train, 4)
+    assert torch.equal(trainer.teacher.positives, want_teacher)  # the warm start's ranking
+    trainer.quantizing = True
+    g = torch.Generator().manual_seed(2)
+    users, pos = torch.randint(0, N_USERS, (32,), generator=g), torch.randint(0, N_ITEMS, (32,), generator=g)
+    neg = torch.randint(0, N_ITEMS, (32, negatives), generator=g) if negatives > 1 else torch.randint(0, N_ITEMS, (32,), generator=g)
+    state = trainer.generator.get_state()
+    taught = trainer.teacher.draw(users, trainer.generator)
+    trainer.generator.set_state(state)  # the step draws the same teacher items
+    with torch.no_grad():
+        out = trainer.model.propagate(trainer.adj)
+        u = out[users]  # float users: not quantized
+        p, n, t = (fake_quantize(out[N_USERS + x], 1) for x in (pos, neg.flatten(), taught))
+        n_all = n.view(32, negatives, -1) if negatives > 1 else n
+        first = n_all[:, 0] if negatives > 1 else n_all
+        rows = torch.cat([users, pos + N_USERS, neg.flatten() + N_USERS, taught + N_USERS])
+        weight = torch.cat([torch.full((64,), 1 / 32), torch.full((32 * negatives,), 1 / 32 / negatives), torch.zeros(32)])
+        want = bpr_loss(u, p, n_all) + 0.5 * bpr_loss(u, t, first) + cfg.l2 * l2_penalty(trainer.model.embedding, rows, weight)
+    assert float(trainer.step(users, pos, neg)) == pytest.approx(float(want), rel=1e-5)
+
+
+def test_no_teacher_without_a_warm_start_or_with_distill_top_0(tmp_path: Path) -> None:
+    data = load_split(tiny_split(tmp_path))
+    init = torch.randn(N_USERS + N_ITEMS, 16)
+    cold = Trainer(TrainConfig(bits=1, epochs=2, distill_top=4, **FAST), data, tmp_path / "a", torch.device("cpu"))
+    off = Trainer(TrainConfig(bits=1, epochs=2, **FAST), data, tmp_path / "b", torch.device("cpu"), initial_embedding=init)
+    assert cold.teacher is None and off.teacher is None
+    with pytest.raises(ValueError, match="needs loss 'bpr'"):
+        TrainConfig(bits=1, loss="softmax", distill_top=10)
+
+
+@pytest.fixture(scope="module")
+def parents(tmp_path_factory: pytest.TempPathFactory) -> WorkDir:
+    """splits/tiny with a float32 parent `float` and a 1-bit parent `one-bit`."""
+    root = tmp_path_factory.mktemp("distill")
+    tiny_split(root)
+    wd = WorkDir(root)
+    train(wd, TrainConfig(run="float", bits=32, epochs=4, **FAST))
+    train(wd, TrainConfig(run="one-bit", bits=1, epochs=2, **FAST))
+    return wd
+
+
+def test_the_teacher_is_a_float_parents_ranking_only(parents: WorkDir) -> None:
+    recipe = dict(bits=1, epochs=3, float_users=True, distill_top=8, **FAST)
+    pinned = {parent: pin_warm_start(parents, TrainConfig(init_from=parent, **recipe)).distill_top for parent in ("float", "one-bit", "none")}
+    assert pinned == {"float": 8, "one-bit": 0, "none": 8}  # a quantized parent: off; cold: as written, and unused
+    warm = train(parents, TrainConfig(run="warm-distilled", init_from="float", **recipe))
+    stored = json.loads((warm.path / "config.json").read_text())["config"]
+    assert stored["distill_top"] == 8 and stored["init_from"] == "float"
+    teacher = load_checkpoint(warm.path / "last.pt")["teacher"]
+    assert teacher is not None and tuple(teacher.shape) == (N_USERS, 8)
+    cold = train(parents, TrainConfig(run="cold-distill-key", **recipe))
+    assert load_checkpoint(cold.path / "last.pt")["teacher"] is None
+
+
+def test_a_killed_distilling_run_resumes_with_its_teacher(parents: WorkDir, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = dict(bits=1, epochs=3, float_users=True, distill_top=8, init_from="float", **FAST)
+    full = train(parents, TrainConfig(run="straight", **cfg))
+    real_save = Trainer.save
+
+    def save_then_die(self: Trainer) -> None:
+        real_save(self)
+        if self.epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(parents, TrainConfig(run="killed", **cfg))
+    monkeypatch.setattr(Trainer, "save", real_save)
+    import hqgnn.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "teacher_positives", lambda *a, **k: pytest.fail("a resumed run rebuilt its teacher"))
+    resumed = train(parents, TrainConfig(run="killed", resume=True, device="cpu"))
+    a, b = load_checkpoint(full.path / "last.pt"), load_checkpoint(resumed.path / "last.pt")
+    assert b["epoch"] == 3 and b["teacher"].dtype == torch.int32 and torch.equal(a["teacher"], b["teacher"])
+    assert torch.equal(a["model"]["embedding"], b["model"]["embedding"])  # the same steps: the same draws from the same teacher
