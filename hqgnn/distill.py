@@ -51,7 +51,10 @@ class TeacherRanking:
         self.positives = positives
         self.rank_weight = torch.exp(-torch.arange(positives.shape[1], dtype=torch.float32, device=positives.device) / decay)
 
-    def draw(self, users: Tensor, generator: torch.Generator) -> Tensor:
-        """int64 ``[B]``: one teacher positive for each of ``users`` (int64 ``[B]``)."""
-        rank = torch.multinomial(self.rank_weight, users.numel(), replacement=True, generator=generator)
-        return self.positives[users, rank]
+    def draw_ranks(self, n: int, generator: torch.Generator) -> Tensor:
+        """int64 ``[n]``: teacher ranks drawn with weight ``exp(-r / decay)``."""
+        return torch.multinomial(self.rank_weight, n, replacement=True, generator=generator)
+
+    def items(self, users: Tensor, ranks: Tensor) -> Tensor:
+        """int64 ``[B]``: the teacher positive of rank ``ranks[j]`` of user ``users[j]`` (both ``[B]``)."""
+        return self.positives[users, ranks]

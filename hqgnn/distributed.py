@@ -101,6 +101,7 @@ class ShardedSampler:
         self.sampler, self.rank, self.world_size = sampler, rank, world_size
         self.epoch_size = sampler.epoch_size
         self.weight = 1.0
+        self.rows, self.slice = 0, slice(0, 0)  # the current global batch's size and this rank's rows of it
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """``n`` whole (unsharded) triples, as :meth:`BPRSampler.sample` (used for δ)."""
@@ -118,6 +119,7 @@ class ShardedSampler:
             self.weight = (end - start) / b
             if end == start:  # fewer rows than ranks: a placeholder row whose gradient weighs 0
                 start, end = 0, 1
+            self.rows, self.slice = b, slice(start, end)
             yield users[start:end], pos[start:end], neg[start:end]
 
 
@@ -156,6 +158,13 @@ class DistributedTrainer(Trainer):
     def step(self, users: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
         loss = super().step(users, pos, neg)
         return loss if self.shards.weight > 0 else loss * 0.0  # a placeholder row adds no loss
+
+    def _teacher_items(self, users: Tensor) -> Tensor:
+        """This rank's rows of the teacher ranks drawn for the whole global batch: every rank draws
+        alike, so a distilling run on N processes takes the single process's teacher items."""
+        assert self.teacher is not None
+        ranks = self.teacher.draw_ranks(self.shards.rows, self.teacher_generator)[self.shards.slice]
+        return self.teacher.items(users, ranks)
 
     def evaluate(self, split: str = "valid") -> dict[str, float]:
         """Rank 0 evaluates, every rank gets its metrics (one early-stopping decision for all)."""

@@ -116,6 +116,8 @@ class Trainer:
             with torch.no_grad():
                 users, items = self.model(self.adj)
             self.teacher = TeacherRanking(teacher_positives(users, items, data.train, cfg.distill_top), cfg.distill_decay)
+        self.teacher_generator = torch.Generator(device=device)  # its own stream: the sampler's stays that of a run without a teacher
+        self.teacher_generator.manual_seed(cfg.seed + 1_000_003)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, foreach=True)
         self.schedule = (
             torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.epochs, eta_min=cfg.lr_min)
@@ -152,7 +154,7 @@ class Trainer:
             k, neg = neg.shape[1], neg.flatten()
         elif neg.dim() == 2:  # [B, k] candidates: keep the hardest under the scores this step trains
             neg = self._hardest(out, users, neg)
-        taught = self.teacher.draw(users, self.generator) if self.teacher is not None else users[:0]  # [B] or [0]
+        taught = self._teacher_items(users) if self.teacher is not None else users[:0]  # [B] or [0]
         rows = torch.cat([users, pos + offset, neg + offset, taught + offset])  # one gather: one sparse gradient
         with torch.autocast(self.device.type, enabled=self.cfg.amp and self.device.type == "cuda"):
             u, items = out[rows].split([b, (1 + k) * b + taught.numel()])
@@ -181,6 +183,11 @@ class Trainer:
         loss.backward()
         self.optimizer.step()
         return loss.detach()
+
+    def _teacher_items(self, users: Tensor) -> Tensor:
+        """int64 ``[B]``: one teacher positive per batch user (:mod:`hqgnn.distill`)."""
+        assert self.teacher is not None
+        return self.teacher.items(users, self.teacher.draw_ranks(users.numel(), self.teacher_generator))
 
     @torch.no_grad()
     def _hardest(self, out: Tensor, users: Tensor, candidates: Tensor) -> Tensor:
@@ -333,7 +340,7 @@ class Trainer:
             "schedule": self.schedule.state_dict() if self.schedule else None,
             "best": {"epoch": self.best_epoch, "valid": self.best_valid, "bad_evals": self.bad_evals},
             "status": self.status,
-            "rng": {"sampler": self.generator.get_state()},
+            "rng": {"sampler": self.generator.get_state(), "teacher": self.teacher_generator.get_state()},
             "delta": self.delta.as_dict(),
             "history": self.history,
             "teacher": None if self.teacher is None else self.teacher.positives.to(torch.int32),  # item ids < 2^31: half the bytes
@@ -349,11 +356,12 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.schedule is not None and state["schedule"] is not None:
             self.schedule.load_state_dict(state["schedule"])
-        rng = state["rng"]["sampler"]  # a CPU byte tensor: the generator state of the device that saved it
-        if rng.numel() == self.generator.get_state().numel():
-            self.generator.set_state(rng)
-        else:  # saved on another device type (CPU mt19937 5056 bytes, CUDA Philox 16): reseed by epoch
-            self.generator.manual_seed(self.cfg.seed * 100_003 + int(state["epoch"]))
+        for name, generator, seed in (("sampler", self.generator, self.cfg.seed), ("teacher", self.teacher_generator, self.cfg.seed + 1_000_003)):
+            rng = state["rng"].get(name)  # a CPU byte tensor: the generator state of the device that saved it
+            if rng is not None and rng.numel() == generator.get_state().numel():
+                generator.set_state(rng)
+            else:  # saved on another device type (CPU mt19937 5056 bytes, CUDA Philox 16), or none saved: reseed by epoch
+                generator.manual_seed(seed * 100_003 + int(state["epoch"]))
         self.delta = DeltaState.from_dict(state["delta"])
         teacher = state.get("teacher")  # a distilling warm run's teacher: the warm start is not rebuilt on resume
         self.teacher = None if teacher is None else TeacherRanking(teacher.to(self.device, torch.int64), self.cfg.distill_decay)

@@ -198,19 +198,24 @@ def train_in_process(workdir: WorkDir, cfg: TrainConfig, console: Console | None
             console.print(f"resuming {run_dir.name} after epoch {trainer.epoch}", highlight=False)
         console.print(f"training {run_dir.name}: {cfg.bits} bit(s){' (items; float32 users)' if cfg.float_users and cfg.quantized else ''}, estimator {cfg.estimator}, device {device}, "
                       f"{data.num_users} users x {data.num_items} items, {data.train.nnz} train interactions", highlight=False)
-        if warm.get("parent_run"):
-            console.print(f"warm start from run {warm['parent_run']}: users {warm['users_carried']} carried, {warm['users_new']} new, "
-                          f"{warm['users_dropped']} dropped; items {warm['items_carried']} carried, {warm['items_new']} new, "
-                          f"{warm['items_dropped']} dropped", highlight=False)
-        if cfg.distill_top > 0:
-            console.print(f"distilling the parent's ranking: each user's top {cfg.distill_top} unseen items, weight {cfg.distill_weight}, "
-                          f"decay {cfg.distill_decay}" if trainer.teacher is not None else
-                          f"distill_top {cfg.distill_top} unused: a cold run has no float parent whose ranking it could learn", highlight=False)
+        print_warm_start(progress.console, cfg, warm, trainer)
         fit = trainer.fit()
     return write_summary(workdir, run_dir, cfg, data, fit, started, console, device=str(device), warm_start=warm)
 
 
 # ---- warm start ----------------------------------------------------------------------------
+
+
+def print_warm_start(console: Console, cfg: TrainConfig, warm: dict[str, Any], trainer: Trainer) -> None:
+    """The warm start's rows and, with ``distill_top``, whether the run learns its parent's ranking."""
+    if warm.get("parent_run"):
+        console.print(f"warm start from run {warm['parent_run']}: users {warm['users_carried']} carried, {warm['users_new']} new, "
+                      f"{warm['users_dropped']} dropped; items {warm['items_carried']} carried, {warm['items_new']} new, "
+                      f"{warm['items_dropped']} dropped", highlight=False)
+    if cfg.distill_top > 0:
+        console.print(f"distilling the parent's ranking: each user's top {cfg.distill_top} unseen items, weight {cfg.distill_weight}, "
+                      f"decay {cfg.distill_decay}" if trainer.teacher is not None else
+                      f"distill_top {cfg.distill_top} unused: a cold run has no float parent whose ranking it could learn", highlight=False)
 
 
 def resolve_parent(workdir: WorkDir, init_from: str, bits: int) -> Path | None:

@@ -35,6 +35,7 @@ from flows.stages.train import (
     format_epoch,
     format_refinement,
     plan_run,
+    print_warm_start,
     require_valid,
     restore,
     warm_table,
@@ -117,6 +118,7 @@ def run_worker(workdir: WorkDir, cfg: TrainConfig) -> TrainResult | None:
         console.print(f"training {run_dir.name}: {cfg.bits} bit(s){' (items; float32 users)' if cfg.float_users and cfg.quantized else ''}, estimator {cfg.estimator}, {ctx.world_size} processes "
                       f"({ctx.backend}, {ctx.device.type}), {data.num_users} users x {data.num_items} items, "
                       f"{data.train.nnz} train interactions, global batch {cfg.batch_size}", highlight=False)
+        print_warm_start(console, cfg, warm, trainer)
         fit = trainer.fit()
         if not lead:
             return None

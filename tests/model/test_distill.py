@@ -4,10 +4,14 @@ step, where the teacher applies (warm runs from a float parent only) and a resum
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from split_fixtures import N_ITEMS, N_USERS, tiny_split
 
 from flows.config import TrainConfig
@@ -42,7 +46,7 @@ def test_teacher_draws_favour_the_teachers_first_ranks() -> None:
     positives = torch.arange(40).view(2, 20) + 100  # user 0: items 100..119, user 1: 120..139, best first
     teacher = TeacherRanking(positives, decay=2.0)
     users = torch.tensor([0, 1] * 20_000)
-    drawn = teacher.draw(users, torch.Generator().manual_seed(0))
+    drawn = teacher.items(users, teacher.draw_ranks(users.numel(), torch.Generator().manual_seed(0)))
     assert drawn.shape == users.shape
     assert ((drawn[users == 0] >= 100) & (drawn[users == 0] < 120)).all() and (drawn[users == 1] >= 120).all()
     rank = (drawn - 100) % 20
@@ -68,9 +72,9 @@ def test_the_distilled_step_adds_the_teachers_term(tmp_path: Path, negatives: in
     g = torch.Generator().manual_seed(2)
     users, pos = torch.randint(0, N_USERS, (32,), generator=g), torch.randint(0, N_ITEMS, (32,), generator=g)
     neg = torch.randint(0, N_ITEMS, (32, negatives), generator=g) if negatives > 1 else torch.randint(0, N_ITEMS, (32,), generator=g)
-    state = trainer.generator.get_state()
-    taught = trainer.teacher.draw(users, trainer.generator)
-    trainer.generator.set_state(state)  # the step draws the same teacher items
+    state, sampler_state = trainer.teacher_generator.get_state(), trainer.generator.get_state()
+    taught = trainer.teacher.items(users, trainer.teacher.draw_ranks(32, trainer.teacher_generator))
+    trainer.teacher_generator.set_state(state)  # the step draws the same teacher items
     with torch.no_grad():
         out = trainer.model.propagate(trainer.adj)
         u = out[users]  # float users: not quantized
@@ -81,6 +85,7 @@ def test_the_distilled_step_adds_the_teachers_term(tmp_path: Path, negatives: in
         weight = torch.cat([torch.full((64,), 1 / 32), torch.full((32 * negatives,), 1 / 32 / negatives), torch.zeros(32)])
         want = bpr_loss(u, p, n_all) + 0.5 * bpr_loss(u, t, first) + cfg.l2 * l2_penalty(trainer.model.embedding, rows, weight)
     assert float(trainer.step(users, pos, neg)) == pytest.approx(float(want), rel=1e-5)
+    assert torch.equal(trainer.generator.get_state(), sampler_state)  # the sampler's stream is left alone
 
 
 def test_no_teacher_without_a_warm_start_or_with_distill_top_0(tmp_path: Path) -> None:
@@ -138,3 +143,20 @@ def test_a_killed_distilling_run_resumes_with_its_teacher(parents: WorkDir, monk
     a, b = load_checkpoint(full.path / "last.pt"), load_checkpoint(resumed.path / "last.pt")
     assert b["epoch"] == 3 and b["teacher"].dtype == torch.int32 and torch.equal(a["teacher"], b["teacher"])
     assert torch.equal(a["model"]["embedding"], b["model"]["embedding"])  # the same steps: the same draws from the same teacher
+
+
+@pytest.mark.slow
+def test_nproc_2_distilling_run_matches_one_process(parents: WorkDir, tmp_path: Path) -> None:
+    cfg = dict(bits=1, epochs=2, float_users=True, distill_top=8, init_from="float", **FAST)
+    single = train(parents, TrainConfig(run="distill-one", **cfg))
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text(yaml.safe_dump({"train": cfg}))
+    hqgnn = Path(sys.executable).parent / "hqgnn"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run([str(hqgnn), "train", "--nproc", "2", "--run", "distill-two", "--workdir", str(parents.root),
+                           "--config", str(cfg_file)], capture_output=True, text=True, timeout=240, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "distilling the parent's ranking: each user's top 8" in done.stderr
+    a, b = load_checkpoint(single.path / "last.pt"), load_checkpoint(parents.models / "distill-two" / "last.pt")
+    assert torch.equal(a["teacher"], b["teacher"])
+    torch.testing.assert_close(a["model"]["embedding"], b["model"]["embedding"], atol=1e-4, rtol=0)  # the same teacher draws
