@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from kill_fixtures import train_killed_after_epoch
 from split_fixtures import N_ITEMS, N_USERS, tiny_split
 
 from flows.config import TrainConfig
@@ -125,17 +126,7 @@ def test_the_teacher_is_a_float_parents_ranking_only(parents: WorkDir) -> None:
 def test_a_killed_distilling_run_resumes_with_its_teacher(parents: WorkDir, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = dict(bits=1, epochs=3, float_users=True, distill_top=8, init_from="float", **FAST)
     full = train(parents, TrainConfig(run="straight", **cfg))
-    real_save = Trainer.save
-
-    def save_then_die(self: Trainer) -> None:
-        real_save(self)
-        if self.epoch == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Trainer, "save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train(parents, TrainConfig(run="killed", **cfg))
-    monkeypatch.setattr(Trainer, "save", real_save)
+    train_killed_after_epoch(parents, TrainConfig(run="killed", **cfg), 1, monkeypatch)
     import hqgnn.trainer as trainer_module
 
     monkeypatch.setattr(trainer_module, "teacher_positives", lambda *a, **k: pytest.fail("a resumed run rebuilt its teacher"))

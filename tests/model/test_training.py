@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from kill_fixtures import train_killed_after_epoch
 
 from flows.config import TrainConfig
 from flows.errors import InputError
@@ -166,18 +167,7 @@ def test_resume_after_a_kill_ends_where_an_uninterrupted_run_ends(
     tag = f"{warmup}{'h' if hard else ''}"
     full = train(workdir, TrainConfig(run=f"straight{tag}", **cfg))
 
-    real_save, saves = Trainer.save, []
-
-    def save_then_die(self: Trainer) -> None:
-        real_save(self)
-        saves.append(self.epoch)
-        if self.epoch == 2:
-            raise KeyboardInterrupt  # killed right after the epoch-2 checkpoint
-
-    monkeypatch.setattr(Trainer, "save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train(workdir, TrainConfig(run=f"killed{tag}", **cfg))
-    monkeypatch.setattr(Trainer, "save", real_save)
+    saves = train_killed_after_epoch(workdir, TrainConfig(run=f"killed{tag}", **cfg), 2, monkeypatch)  # right after the epoch-2 checkpoint
     resumed = train(workdir, TrainConfig(resume=True, device="cpu"))  # newest run; its own config
 
     assert saves == [1, 2]

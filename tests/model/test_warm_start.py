@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from kill_fixtures import train_killed_after_epoch
 from split_fixtures import tiny_split
 
 from flows.config import TrainConfig
@@ -199,17 +200,7 @@ def test_published_latest_and_missing_parents(nights: WorkDir, tmp_path: Path) -
 def test_a_resumed_warm_run_restores_and_does_not_reinitialise(nights: WorkDir, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = dict(bits=1, epochs=50, warm_epochs=3, init_from="night1", **FAST)
     full = train(nights, TrainConfig(run="warm-straight", **cfg))
-    real_save = Trainer.save
-
-    def save_then_die(self: Trainer) -> None:
-        real_save(self)
-        if self.epoch == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Trainer, "save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train(nights, TrainConfig(run="warm-killed", **cfg))
-    monkeypatch.setattr(Trainer, "save", real_save)
+    train_killed_after_epoch(nights, TrainConfig(run="warm-killed", **cfg), 1, monkeypatch)
     import flows.stages.train as stage
 
     monkeypatch.setattr(stage, "warm_start", lambda *a, **k: pytest.fail("a resumed warm run re-initialised"))
