@@ -145,9 +145,11 @@ def unfinished_run(workdir: WorkDir, cfg: TrainConfig) -> str | None:
     name aside) and never finished (no ``summary.json``: the process was killed), or None.
 
     ``hqgnn run`` resumes it instead of starting over: same inputs, same result (the trainer
-    resumes exactly from ``last.pt``)."""
+    resumes exactly from ``last.pt``). A warm run stored its config pinned (:func:`pin_warm_start`),
+    so ``cfg`` is pinned the same way before the comparison."""
     if not workdir.models.is_dir():
         return None
+    cfg = pin_warm_start(workdir, cfg)
     want = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in RESUME_IGNORES}
     found = []
     for meta_path in workdir.models.glob("*/config.json"):

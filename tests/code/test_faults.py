@@ -462,6 +462,22 @@ def test_unfinished_run_of_the_same_inputs_is_resumed(wd: WorkDir) -> None:
     assert unfinished_run(wd, pinned) is None  # finished runs are not resumed
 
 
+def test_unfinished_warm_run_is_resumed(wd: WorkDir) -> None:
+    """A warm run stores its config pinned (parent named, warm schedule applied): the pipeline's
+    unpinned config still finds it."""
+    from flows.stages.train import pin_warm_start, unfinished_run
+
+    warm = TrainConfig(**TRAIN, snapshot=wd.split().name, init_from="latest", warm_epochs=1, warm_lr=1e-3)
+    stored = pin_warm_start(wd, warm)
+    assert (stored.init_from, stored.epochs) == ("r1", 1)  # what a killed warm run's config.json holds
+    run = wd.models / "killed-warm"
+    run.mkdir()
+    meta = json.loads((wd.models / "r1" / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**meta, "run": run.name, "config": stored.model_dump(mode="json")}))
+    assert unfinished_run(wd, warm) == "killed-warm"
+    assert unfinished_run(wd, warm.model_copy(update={"warm_epochs": 2})) is None  # another warm schedule: a new run
+
+
 # ---- 4. kill -9 at planted and random moments (real subprocesses) --------------------------------
 
 
