@@ -33,6 +33,7 @@ scales of the one-scan path), measured on a version loaded here.
     .venv/bin/python bench/serve_load.py                      # everything, ~10 min
     .venv/bin/python bench/serve_load.py --only 1m --concurrency 1,8
     .venv/bin/python bench/serve_load.py --only 1m --float-users   # float users x 1-bit items: batched vs one at a time
+    .venv/bin/python bench/serve_load.py --only 1m --float-users 4 # the same against 4-bit item codes (sliced grid)
 
 The last line is ``key=value`` pairs for BENCHMARKS.md. Loopback only; every server it starts is
 stopped (also on error).
@@ -153,15 +154,23 @@ def setup_gowalla(root: Path, data: Path, epochs: int) -> dict[str, Path]:
     return done
 
 
-def _float_users_version(w: WorkDir, done: dict[str, Path], snapshot: str) -> None:
-    """``done["fu1bit"]``: the float32 version's users against the 1-bit version's item codes (the
-    layout a ``float_users`` run exports), for the float-users kinds (``--float-users``); kept if written."""
+def _float_users_version(w: WorkDir, done: dict[str, Path], snapshot: str, bits: int = 1) -> Path:
+    """``done["fu<bits>bit"]``: the float32 version's users against ``bits``-bit item codes (the
+    layout a ``float_users`` run exports), for the float-users kinds (``--float-users``); kept if
+    written. 1 bit: the 1-bit version's item codes; wider: the float32 items quantized as they are."""
     from flows.code_versions import read_code_version
 
-    if done["fu1bit"].is_dir():
-        return
-    fp, one = read_code_version(done["fp32"]), read_code_version(done["1bit"])
-    write_version(w, done["fu1bit"].name, fp.users, one.items, fp.user_ids, fp.item_ids, snapshot, publish=False)
+    key = f"fu{bits}bit"
+    done[key] = done["fp32"].with_name(done["fp32"].name.removesuffix("fp32") + key)
+    if not done[key].is_dir():
+        fp = read_code_version(done["fp32"])
+        if bits == 1:
+            items = read_code_version(done["1bit"]).items
+        else:
+            q = quantize(torch.from_numpy(fp.items.dequantize()), bits)
+            items = CodeTable.from_values(q.codes.numpy(), q.scale.numpy(), bits)
+        write_version(w, done[key].name, fp.users, items, fp.user_ids, fp.item_ids, snapshot, publish=False)
+    return done[key]
 
 
 def setup_synthetic(root: Path, num_items: int, num_users: int, seen: int, dim: int = 64) -> dict[str, Path]:
@@ -374,8 +383,10 @@ def run_catalogue(name: str, root: Path, versions: dict[str, Path], args: argpar
     kinds: dict[str, tuple[Path, int]] = {"1bit": (versions["1bit"], scaled_from), "fp32": (versions["fp32"], scaled_from)}
     if num_items >= scaled_from:  # the same codes ranked by one scan (no bucketed FAISS index)
         kinds = {"1bit": kinds["1bit"], "1bit-scan": (versions["1bit"], SCAN), "fp32": kinds["fp32"]}
-    if args.float_users:  # float users x 1-bit items, micro-batched (the default) and one request at a time
-        kinds = {"fu1bit": (versions["fu1bit"], scaled_from), "fu1bit-single": (versions["fu1bit"], scaled_from), "fp32": kinds["fp32"]}
+    if args.float_users:  # float users x b-bit items, micro-batched (the default) and one request at a time
+        snapshot = json.loads((versions["fp32"] / "manifest.json").read_text())["snapshot"]
+        fu, key = _float_users_version(WorkDir(root), versions, snapshot, args.float_users), f"fu{args.float_users}bit"
+        kinds = {key: (fu, scaled_from), f"{key}-single": (fu, scaled_from), "fp32": kinds["fp32"]}
     other = second_copy(WorkDir(root), versions["1bit"])
     dirs = {k: serving_dir(out, name, k, root, [v, other] if k == "1bit" else [v]) for k, (v, _) in kinds.items()}
     servers: dict[str, Server] = {}
@@ -481,8 +492,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--query-users", type=int, default=2000)
     p.add_argument("--scaled-index-min-items", type=int, default=100_000,
                    help="Retriever's switch to the bucketed FAISS index (the library default); a huge value = one scan")
-    p.add_argument("--float-users", action="store_true",
-                   help="kinds: float users x 1-bit items micro-batched (fu1bit) and one request at a time (fu1bit-single), float32; no swap cells")
+    p.add_argument("--float-users", type=int, nargs="?", const=1, default=0, choices=(1, 2, 4, 8), metavar="BITS",
+                   help="kinds: float users x BITS-bit items (default 1) micro-batched (fu<BITS>bit) and one request at a time "
+                        "(fu<BITS>bit-single), float32; no swap cells")
     p.add_argument("--setup-only", action="store_true")
     p.add_argument("--memory-breakdown", action="store_true", help="only print the RSS after each loading step (1-bit version)")
     args = p.parse_args(argv)
@@ -505,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     report = {name: run_catalogue(name, root, versions, args, args.out) for name, (root, versions) in todo.items()}
     report["load_avg_end"] = os.getloadavg()
-    tag = ((f"-scaled{args.scaled_index_min_items}" if args.scaled_index_min_items != 100_000 else "") + ("-float-users" if args.float_users else "")
+    tag = ((f"-scaled{args.scaled_index_min_items}" if args.scaled_index_min_items != 100_000 else "") + (f"-float-users{'' if args.float_users == 1 else args.float_users}" if args.float_users else "")
            + (f"-{args.only}" if args.only else ""))
     (args.out / f"serve_load{tag}.json").write_text(json.dumps(report, indent=1))
     summary = []
@@ -523,9 +535,11 @@ def main(argv: list[str] | None = None) -> int:
         for kind, b in r["index_bytes_per_item"].items():
             summary.append(f"{name}_{kind}_index_B_per_item={b['index_total']:.2f}")
         for c in args.concurrency:
-            fu, single, fp = cells.get(f"fu1bit/c{c}"), cells.get(f"fu1bit-single/c{c}"), cells.get(f"fp32/c{c}")
+            key = f"fu{args.float_users}bit"
+            fu, single, fp = cells.get(f"{key}/c{c}"), cells.get(f"{key}-single/c{c}"), cells.get(f"fp32/c{c}")
             if fu and single and fp:
-                summary.append(f"{name}_c{c}_fu_batched_vs_single={fu['rps'] / single['rps']:.2f} {name}_c{c}_fu_vs_fp32={fu['rps'] / fp['rps']:.2f}")
+                t = "fu" if args.float_users == 1 else f"fu{args.float_users}"
+                summary.append(f"{name}_c{c}_{t}_batched_vs_single={fu['rps'] / single['rps']:.2f} {name}_c{c}_{t}_vs_fp32={fu['rps'] / fp['rps']:.2f}")
         for kind in ("1bit", "1bit-scan"):
             one, fp = cells.get(f"{kind}/c8"), cells.get("fp32/c8")
             if one and fp and kind == "1bit-scan":

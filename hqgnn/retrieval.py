@@ -12,9 +12,11 @@ Scores, by code width (``s`` = per-node scale, ``q`` = integer codes, ``d`` = di
   significant bits at d = 64 with 1-bit items, a relative change below 4e-6) on which every
   partial sum is an exact float32, so the score does not depend on the GEMM's summation order:
   a user ranks the same alone or in any batch (a service can micro-batch requests; plain float
-  vectors round differently in a batch than alone, in most scores' last bit). Where the grid
-  would keep fewer than ``MIN_GRID_BITS`` bits (4- and 8-bit items, wide 1/2-bit codes), the
-  vectors are scored as they are.
+  vectors round differently in a batch than alone, in most scores' last bit). Where one grid
+  would keep fewer than ``MIN_GRID_BITS`` bits (4- and 8-bit items, wide 1/2-bit codes: the
+  codes' own magnitude uses up float32's exact range), the vector is split into slices, each on
+  its own grid (:func:`grid_slices`: two at d = 64 with 4 or 8-bit items, 30 and 22 bits), whose
+  exact scores are added in slice order: one GEMM over the stacked slices, the same bits in any batch.
 - **1 bit**, two rankings (``rank_by``):
   - ``"score"`` (default; evaluation's ``codes`` row and ``hqgnn recommend``): the model's
     score ``s_u s_i (d − 2 H(q_u, q_i))`` with ``H`` from XOR + popcount. Top-K goes through
@@ -62,9 +64,9 @@ from hqgnn.scaled_hamming import (
 # byte -> its 8 sign values (+1/-1) as float32, bit j of the byte = dimension 8 * byte + j (hqgnn.codes' 1-bit layout)
 _SIGNS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little").astype(np.float32) * 2 - 1
 
-# float queries go onto the exact grid only where it keeps this many significant bits (an entry moves by at most
-# 2^-16 = 1.5e-5 of its row's largest entry): float users against 1-bit items up to d = 256, 2-bit up to 128;
-# wider codes are scored as they are (and a service ranks them one request at a time)
+# float queries keep at least this many significant bits on the exact grid (an entry moves by at most
+# 2^-16 = 1.5e-5 of its row's largest entry): one grid for float users against 1-bit items up to d = 256 and
+# 2-bit up to 128; wider codes split each query into grid_slices(), as many as reach this many bits together
 MIN_GRID_BITS = 16
 
 RankBy = Literal["score", "hamming"]
@@ -88,6 +90,20 @@ def on_exact_grid(q: Tensor, bits: int) -> Tensor:
     _, exponent = torch.frexp(q.abs().amax(dim=1, keepdim=True))  # max|q| <= 2^exponent (exponent 0 for a zero row)
     step = torch.ldexp(torch.ones_like(q[:, :1]), exponent - bits)
     return torch.round(q / step) * step
+
+
+def grid_slices(q: Tensor, bits: int, count: int) -> Tensor:
+    """``q`` (float32 ``[B, dim]``) as ``count`` slices ``[count, B, dim]``: the first is
+    :func:`on_exact_grid` of ``q``, each next one that of what the slices before it left (the
+    remainders are exact in float32, ``bits <= 23``), so together they keep about ``count * bits``
+    significant bits of each row. Each slice's inner product with the codes is exact; their sum,
+    added in slice order, is then one rounding that no batch shape changes."""
+    out = torch.empty((count, *q.shape), dtype=q.dtype)
+    rest = q
+    for j in range(count):
+        out[j] = on_exact_grid(rest, bits)
+        rest = rest - out[j]
+    return out
 
 
 class Retriever:
@@ -143,7 +159,8 @@ class Retriever:
         self.bits, self.user_bits, self.dim, self.num_items = items.bits, users.bits, users.dim, len(items)
         self.mixed = users.bits != items.bits  # float32 user vectors against b-bit item codes
         grid = exact_grid_bits(self.dim, self.bits) if self.mixed else 0
-        self._grid_bits: int | None = grid if grid >= MIN_GRID_BITS else None  # float queries rounded onto the exact grid
+        self._grid_bits: int | None = grid if grid >= 1 else None  # float queries rounded onto the exact grid ...
+        self._grid_slices = -(-MIN_GRID_BITS // grid) if grid >= 1 else 1  # ... in this many slices (grid_slices)
         self.item_block = item_block
         self._item_scale = items.scale  # float32 [num_items]
         self._scale = torch.from_numpy(items.scale)
@@ -234,8 +251,9 @@ class Retriever:
     def batch_invariant(self) -> bool:
         """Whether every score, hence every user's top-K, is the same bit for bit whatever batch
         the user is ranked in: integer inner products (1-bit and b-bit codes, exact in float32 up
-        to ``dim * 2^(2b-2) <= 2^24``) and float users on the exact grid; not float32 × float32
-        (a GEMM's summation order, so its rounding, depends on the batch shape)."""
+        to ``dim * 2^(2b-2) <= 2^24``) and float users on the exact grid (in slices where one grid
+        would be too coarse); not float32 × float32 (a GEMM's summation order, so its rounding,
+        depends on the batch shape)."""
         if is_float(self.bits):
             return False
         if self.mixed:
@@ -245,9 +263,24 @@ class Retriever:
     # ------------------------------------------------------------------ scores
 
     def _queries(self, users: np.ndarray) -> Tensor:
-        """float32 ``[B, dim]``: the query rows of ``users`` (int codes, or float users on the exact grid)."""
+        """float32 ``[S * B, dim]``: the query rows of ``users`` (int codes, or float users on the
+        exact grid: ``S`` = ``_grid_slices`` slices stacked, :func:`grid_slices`; else ``S = 1``)."""
         q = torch.from_numpy(self.users.value_rows(users)).to(torch.float32)
-        return on_exact_grid(q, self._grid_bits) if self._grid_bits is not None else q
+        if self._grid_bits is None:
+            return q
+        return grid_slices(q, self._grid_bits, self._grid_slices).reshape(-1, self.dim)
+
+    def _score_block(self, q: Tensor, block: Tensor, out: Tensor | None = None) -> Tensor:
+        """``[B, n]`` float32 ``<q_u, q_i>`` of :meth:`_queries` ``q`` (``[S * B, dim]``) and an item
+        ``block`` (``[n, dim]``): one GEMM, then the slices' exact scores added in slice order."""
+        slices = self._grid_slices if self._grid_bits is not None else 1
+        if slices == 1:
+            return torch.matmul(q, block.T, out=out)
+        parts = (q @ block.T).view(slices, -1, block.shape[0])
+        total = parts[0] if out is None else out.copy_(parts[0])
+        for part in parts[1:]:
+            total += part
+        return total
 
     def scores(self, users: Tensor | np.ndarray) -> Tensor:
         """Scores of every item for ``users`` (int64 ``[B]``): ``[B, num_items]``, larger is better.
@@ -270,7 +303,7 @@ class Retriever:
         buf = self._block_buffer()
         for start in range(0, self.num_items, self.item_block):
             block = self._block(start, buf)
-            torch.matmul(q, block.T, out=out[:, start : start + block.shape[0]])
+            self._score_block(q, block, out=out[:, start : start + block.shape[0]])
         if not is_float(self.bits):
             out *= self._scale
         return out
@@ -358,7 +391,7 @@ class Retriever:
         buf = self._block_buffer()
         for start in range(0, self.num_items, self.item_block):
             block = self._block(start, buf)
-            scores = q @ block.T
+            scores = self._score_block(q, block)
             if not is_float(self.bits):
                 scores *= self._scale[start : start + block.shape[0]]
             idx, block_top = _best_of(scores, mask[:, start : start + block.shape[0]] if mask is not None else None, k)

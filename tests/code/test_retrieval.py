@@ -14,7 +14,14 @@ from hqgnn.codes import CodeTable
 from hqgnn.interactions import InteractionMatrix
 from hqgnn.metrics import masked_topk
 from hqgnn.quant import quantize
-from hqgnn.retrieval import MIN_GRID_BITS, Retriever, exact_grid_bits, on_exact_grid, rerank_scores
+from hqgnn.retrieval import (
+    MIN_GRID_BITS,
+    Retriever,
+    exact_grid_bits,
+    grid_slices,
+    on_exact_grid,
+    rerank_scores,
+)
 
 
 def tables(bits: int, n_users: int = 12, n_items: int = 90, dim: int = 64, seed: int = 0) -> tuple[CodeTable, CodeTable]:
@@ -245,6 +252,27 @@ def test_the_exact_grid_makes_every_partial_sum_exact(dim: int, item_bits: int) 
     assert not torch.equal(*orders)  # plain floats: the order changes the last bits
 
 
+@pytest.mark.parametrize(("dim", "item_bits"), [(64, 4), (64, 8), (300, 1), (256, 8)])
+def test_grid_slices_add_up_to_the_query_and_each_scores_exactly(dim: int, item_bits: int) -> None:
+    """Where one grid keeps too few bits, the query is split into slices: together they keep
+    ``count x bits`` significant bits of each row, and each slice's inner products are exact."""
+    users, items = float_users_tables(item_bits, dim)
+    bits = exact_grid_bits(dim, item_bits)
+    count = -(-MIN_GRID_BITS // bits)
+    assert bits < MIN_GRID_BITS and count >= 2
+    q = torch.from_numpy(users.values)
+    slices = grid_slices(q, bits, count)
+    assert slices.shape == (count, *q.shape)
+    row_max = q.abs().amax(1, keepdim=True)
+    assert ((slices.sum(0) - q).abs() <= row_max * 2.0 ** -(count * bits) * (1 + 1e-6)).all()
+    assert ((slices[0] - q).abs() > row_max * 2.0 ** -(count * bits)).any()  # one slice alone is coarser
+    codes = torch.from_numpy(items.values.astype(np.float32))
+    for part in slices:
+        exact = (part.double() @ codes.double().T).float()
+        assert torch.equal(float32_sum(part, codes, reversed(range(dim))), exact)
+        assert torch.equal(float32_sum(part, codes, range(dim)), exact)
+
+
 def float32_sum(q: torch.Tensor, codes: torch.Tensor, order: Iterable[int]) -> torch.Tensor:
     """``q @ codes.T`` ``[users, items]`` summed term by term in float32, dimensions in ``order``."""
     acc = torch.zeros(q.shape[0], codes.shape[0])
@@ -253,7 +281,7 @@ def float32_sum(q: torch.Tensor, codes: torch.Tensor, order: Iterable[int]) -> t
     return acc
 
 
-@pytest.mark.parametrize(("item_bits", "dim"), [(1, 64), (2, 64), (1, 256)])
+@pytest.mark.parametrize(("item_bits", "dim"), [(1, 64), (2, 64), (1, 256), (4, 64), (8, 64), (1, 300)])
 def test_float_users_rank_the_same_alone_and_in_any_batch(item_bits: int, dim: int) -> None:
     users, items = float_users_tables(item_bits, dim)
     seen = InteractionMatrix.from_pairs(np.repeat(np.arange(40), 3), np.arange(120) % 700, 40, 700)
@@ -266,23 +294,28 @@ def test_float_users_rank_the_same_alone_and_in_any_batch(item_bits: int, dim: i
         one_seen = InteractionMatrix.from_pairs(np.zeros(3, np.int64), np.arange(3 * u, 3 * u + 3) % 700, 1, 700)
         ids, scores = r.recommend(u, 25, one_seen)
         assert ids.tolist() == got[u].tolist() and np.array_equal(scores, top[u] * users.scale[u])
-    # the grid moves each score by at most 2^-bits x max|e_u| x sum|q_i| x s_i (plus float32 noise)
+    # the grid (in S slices) moves each score by at most 2^-(S x bits) x max|e_u| x sum|q_i| x s_i (plus float32 noise)
     q, codes = torch.from_numpy(users.values).double(), torch.from_numpy(items.values).double()
     scale = torch.from_numpy(items.scale).double()
     want = (q @ codes.T) * scale
-    bound = 2.0 ** -exact_grid_bits(dim, item_bits) * q.abs().amax(1, keepdim=True) * codes.abs().sum(1) * scale
+    bits = exact_grid_bits(dim, item_bits)
+    kept = -(-MIN_GRID_BITS // bits) * bits
+    assert kept >= MIN_GRID_BITS
+    bound = 2.0 ** -kept * q.abs().amax(1, keepdim=True) * codes.abs().sum(1) * scale
     assert ((full.double() - want).abs() <= bound + 1e-6 * want.abs()).all()
 
 
 @pytest.mark.parametrize(("user_bits", "item_bits", "dim", "invariant"), [
     (1, 1, 64, True), (2, 2, 64, True), (8, 8, 1024, True), (8, 8, 1025, False), (32, 32, 64, False),
-    (32, 1, 64, True), (32, 1, 256, True), (32, 1, 257, False), (32, 2, 128, True), (32, 4, 64, False), (32, 8, 64, False),
+    (32, 1, 64, True), (32, 1, 256, True), (32, 1, 257, True), (32, 2, 128, True), (32, 4, 64, True), (32, 8, 64, True),
+    (32, 8, 1024, True),
 ])
 def test_which_retrievers_are_batch_invariant(user_bits: int, item_bits: int, dim: int, invariant: bool) -> None:
-    """Integer inner products while they stay within float32's exact range; float users while the
-    grid keeps MIN_GRID_BITS significant bits (else they are scored as they are); never float32 x float32."""
+    """Integer inner products while they stay within float32's exact range; float users on the
+    exact grid, in as many slices as keep MIN_GRID_BITS significant bits; never float32 x float32."""
     users, items = tables(user_bits, n_users=2, n_items=3, dim=dim) if user_bits == item_bits else float_users_tables(item_bits, dim, 2, 3)
     r = Retriever(users, items)
     assert r.batch_invariant is invariant
     if r.mixed:
-        assert (r._grid_bits is not None) is invariant and (exact_grid_bits(dim, item_bits) >= MIN_GRID_BITS) is invariant
+        one_grid = exact_grid_bits(dim, item_bits) >= MIN_GRID_BITS
+        assert (r._grid_slices == 1) is one_grid and r._grid_slices * exact_grid_bits(dim, item_bits) >= MIN_GRID_BITS
