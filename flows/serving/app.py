@@ -162,7 +162,7 @@ def create_app(
     answered on one core). ``scaled_index_min_items``: :class:`Retriever`'s switch to the
     bucketed 1-bit index (same ranking either way). ``batch``: rank concurrent ``GET /recommend``
     requests together where the scores are batch-invariant (b-bit codes on both sides, float users
-    against 1- or 2-bit items; not float32: :mod:`flows.serving.batch`; same answers).
+    against item codes; not float32: :mod:`flows.serving.batch`; same answers).
     """
     root = Path(workdir)
     holder = VersionHolder()

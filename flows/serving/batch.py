@@ -11,11 +11,12 @@ waits for a timer: the batcher takes whatever is queued when it becomes free (a 
 ranked at once).
 
 Exactness: only versions whose retriever is :attr:`Retriever.batch_invariant` (b-bit codes on both
-sides; float users against 1- or 2-bit items) are batched. Their
+sides; float users against item codes) are batched. Their
 scores are computed per (query, item) to the same bits whatever the batch: 1-bit scores are
 integer Hamming distances times the item scale; b-bit inner products are integer sums, exact in
 float32; float users are rounded onto a fixed-point grid on which their inner products with the
-item codes are exact too (:func:`hqgnn.retrieval.on_exact_grid`). Every path breaks ties by the
+item codes are exact too (:func:`hqgnn.retrieval.on_exact_grid`; in two slices against 4- and 8-bit
+items, :func:`hqgnn.retrieval.grid_slices`). Every path breaks ties by the
 lower item index, so a user's top-``K`` in a batch equals :meth:`Retriever.recommend`'s for that
 user, and its first ``k`` are the top-``k``. float32 versions are not batched (a GEMM's
 rounding depends on the batch shape).
