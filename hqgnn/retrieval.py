@@ -273,17 +273,12 @@ class Retriever:
     @staticmethod
     def _score_block(q: Tensor, block: Tensor, out: Tensor | None = None) -> Tensor:
         """``[B, n]`` float32 ``<q_u, q_i>`` of :meth:`_queries` ``q`` (``[S, B, dim]``) and an item
-        ``block`` (``[n, dim]``), the slices' exact scores added in slice order. One user: a product
-        per slice (a one-row query is a matrix-vector product, 0.4 ms per 65,536 items at d = 64,
-        where a two-row GEMM takes 1.7 ms); a batch: one GEMM over the stacked slices (16 rows 3.5
-        ms, two GEMMs of 8 rows 5.4 ms). Every score is exact either way, so the bits are the same."""
+        ``block`` (``[n, dim]``): one GEMM over the stacked slices, then the slices' exact scores
+        added in slice order."""
         slices, users = q.shape[0], q.shape[1]
         if slices == 1:
             return torch.matmul(q[0], block.T, out=out)
-        if users == 1:
-            parts = [part @ block.T for part in q]
-        else:
-            parts = list((q.reshape(-1, q.shape[2]) @ block.T).view(slices, users, block.shape[0]))
+        parts = (q.reshape(slices * users, -1) @ block.T).view(slices, users, block.shape[0])
         total = parts[0] if out is None else out.copy_(parts[0])
         for part in parts[1:]:
             total += part
