@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from flows.split_files import load_split  # noqa: E402
 from hqgnn.checkpoint import load_checkpoint  # noqa: E402
-from hqgnn.metrics import exclusion_mask, masked_topk, ranking_metrics  # noqa: E402
+from hqgnn.metrics import per_user_batches  # noqa: E402
 from hqgnn.quant import fake_quantize  # noqa: E402
 
 
@@ -32,13 +32,8 @@ def per_user_recall(workdir: Path, run: str, bits: int, split: str) -> torch.Ten
     users_emb, items = state["user_emb"], fake_quantize(state["item_emb"], bits)
     truth = data.valid if split == "valid" else data.test
     seen = [data.train] if split == "valid" else [data.train, data.valid]
-    users = torch.nonzero(truth.row_lengths() > 0).squeeze(1)
-    out = []
-    for start in range(0, users.numel(), 2048):
-        batch = users[start : start + 2048]
-        top = masked_topk(users_emb[batch] @ items.T, exclusion_mask(batch, seen), 20)
-        out.append(ranking_metrics(top, truth.dense_rows(batch), (20,))["recall@20"])
-    return torch.cat(out).double()
+    batches = per_user_batches(lambda u: users_emb[u] @ items.T, truth, seen, ks=(20,), batch_size=2048)
+    return torch.cat([m["recall@20"] for m in batches]).double()
 
 
 def main() -> int:

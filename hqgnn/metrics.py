@@ -8,7 +8,7 @@ Users without ground-truth items are skipped (they carry no signal).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -99,6 +99,25 @@ def exclusion_mask(users: Tensor, exclude: Sequence[InteractionMatrix], device: 
     return mask
 
 
+def per_user_batches(
+    score_fn: Callable[[Tensor], Tensor],
+    truth: InteractionMatrix,
+    exclude: Sequence[InteractionMatrix] = (),
+    ks: Sequence[int] = (20, 50),
+    batch_size: int = 1024,
+    device: torch.device | str = "cpu",
+) -> Iterator[dict[str, Tensor]]:
+    """Per-user metrics (``{"recall@20": [B], ...}`` on ``device``), one batch of the users with at
+    least one ground-truth item at a time, in user order. Arguments as :func:`evaluate_ranking`."""
+    users = torch.nonzero(truth.row_lengths() > 0).flatten()
+    kmax = max(ks)
+    for start in range(0, users.numel(), batch_size):
+        batch = users[start : start + batch_size]
+        scores = score_fn(batch.to(device))
+        topk = masked_topk(scores, exclusion_mask(batch, exclude, device), kmax)
+        yield ranking_metrics(topk, truth.dense_rows(batch, device), ks)
+
+
 def evaluate_ranking(
     score_fn: Callable[[Tensor], Tensor],
     truth: InteractionMatrix,
@@ -117,18 +136,12 @@ def evaluate_ranking(
     Returns:
         ``{"recall@20": ..., ..., "users": n}``.
     """
-    users = torch.nonzero(truth.row_lengths() > 0).flatten()
     sums: dict[str, Tensor] = {}  # float64 on `device`: read back once, not per batch and metric
-    kmax = max(ks)
-    for start in range(0, users.numel(), batch_size):
-        batch = users[start : start + batch_size]
-        scores = score_fn(batch.to(device))
-        topk = masked_topk(scores, exclusion_mask(batch, exclude, device), kmax)
-        per_user = ranking_metrics(topk, truth.dense_rows(batch, device), ks)
+    for per_user in per_user_batches(score_fn, truth, exclude, ks, batch_size, device):
         for name, values in per_user.items():
             total = values.sum().double()
             sums[name] = sums[name] + total if name in sums else total
-    n = users.numel()
+    n = int((truth.row_lengths() > 0).sum())
     totals = torch.stack(list(sums.values())).tolist() if sums else []
     result = {name: total / max(n, 1) for name, total in zip(sums, totals, strict=True)}
     result["users"] = float(n)
