@@ -27,9 +27,13 @@ Scores, by code width (``s`` = per-node scale, ``q`` = integer codes, ``d`` = di
     top-K, no score matrix): what ``sql/queries/user_topk_hamming.sql`` computes. It ignores the
     item scale ``s_i``, so it can differ from the model's ranking; evaluation reports both.
 
-Top-K for float and b-bit codes scores one item block at a time (``item_block`` items: the
-int8 → float32 copy, the GEMM output and the block's top-K stay in cache) and merges the block
-winners, so memory is ``batch x item_block`` and no ``[batch, num_items]`` matrix is built.
+Top-K for float and b-bit codes scores one item block at a time (``item_block`` items, their
+codes converted into one float32 buffer that every block of the call reuses) and merges the
+block winners, so memory is ``batch x item_block`` and no ``[batch, num_items]`` matrix is built.
+
+Item memory: one copy of the codes. 1-bit items stay packed (or in a FAISS index); 2- and 4-bit
+items keep only their int8 values (``dim`` + 4 B of scale per item; packed rows are made on
+demand by :meth:`Retriever.item_rows`); 8-bit and float32 items read their code bytes in place.
 
 The user's scale never changes a user's ranking, so score matrices leave it out: they are
 ``s_i * <q_u, q_i>`` (that is, the model's score divided by ``s_u > 0``).
@@ -114,7 +118,7 @@ class Retriever:
             against b-bit items (asymmetric scoring, ``float_users`` runs).
         rank_by: ``"score"`` (model score) or ``"hamming"`` (1 bit only, FAISS IndexBinaryFlat;
             the index then holds the only copy of the item codes, read in place by :attr:`items`).
-        item_block: items per scoring block (bounds the float copy of b-bit codes).
+        item_block: items per scoring block (bounds the float32 buffer of b-bit and 1-bit codes).
         hamming_index: for ``rank_by="hamming"``: ``"flat"`` (exact brute force) or ``"hnsw"``
             (FAISS ``IndexBinaryHNSW``: approximate, sub-linear per query, a graph build first;
             ties are not ordered by item index).
@@ -155,7 +159,7 @@ class Retriever:
         if hamming_index not in ("flat", "hnsw") or (hamming_index == "hnsw" and rank_by != "hamming"):
             raise ValueError(f"hamming_index must be 'flat' or 'hnsw' ('hnsw' with rank_by='hamming' only), got {hamming_index!r}")
         self.users, self.rank_by = users, rank_by
-        self._items: CodeTable | None = items  # None when the bucketed 1-bit index holds the codes
+        self._items: CodeTable | None = items  # None: the bucketed 1-bit index holds the codes, or 2/4-bit int8 values only
         self.bits, self.user_bits, self.dim, self.num_items = items.bits, users.bits, users.dim, len(items)
         self.mixed = users.bits != items.bits  # float32 user vectors against b-bit item codes
         grid = exact_grid_bits(self.dim, self.bits) if self.mixed else 0
@@ -179,13 +183,18 @@ class Retriever:
             self._scaled = ScaledHammingIndex(items.packed, items.scale, self.dim)
             self._item_scale = self._scaled.scale  # the same array
             self._items = None  # the index holds the only copy of the packed codes
-        elif self.bits != 1:
-            self._values = torch.from_numpy(items.values)  # int8 [n, d] (float32 for 32 bits)
+        elif self.bits == 8 or is_float(self.bits):  # the code bytes are the values (int8 / little-endian float32): one copy
+            self._items = items.packed_only()
+            self._values = torch.from_numpy(self._items.packed.view(np.int8) if self.bits == 8 else self._items.values)
+        elif self.bits != 1:  # 2 and 4 bits: only the int8 values the GEMM blocks read; packed rows made on demand (item_rows)
+            self._values = torch.from_numpy(items.values)  # int8 [n, d]
+            self._items = None
 
     @property
     def items(self) -> CodeTable:
         """The item codes, by item index. With the bucketed 1-bit index (which holds the only
-        copy of the packed codes) a packed-only table gathered now, ``[num_items]`` rows: use
+        copy of the packed codes) a packed-only table gathered now, ``[num_items]`` rows, and for
+        2- and 4-bit items (which keep only their int8 values) a table packed now: use
         :meth:`item_rows` for a few."""
         if self._items is not None:
             return self._items
@@ -197,7 +206,8 @@ class Retriever:
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         if self._scaled is not None:
             return CodeTable.from_packed(self._scaled.packed_rows(rows), self._item_scale[rows], self.bits, self.dim)
-        assert self._items is not None
+        if self._items is None:  # 2 / 4 bits: the rows' int8 values, packed now
+            return CodeTable.from_values(self._values.numpy()[rows], self._item_scale[rows], self.bits)
         return self._items.subset(rows)
 
     def item_nbytes(self) -> dict[str, int]:
@@ -208,7 +218,8 @@ class Retriever:
             codes = s.code_nbytes
             return {"faiss_codes": codes, "scale": s.scale.nbytes, "order": s.order.nbytes,
                     "buckets": s.nbytes - codes - s.scale.nbytes - s.order.nbytes}
-        assert self._items is not None
+        if self._items is None:  # 2 / 4 bits: the int8 values the GEMM blocks read, no packed copy
+            return {"packed": 0, "scale": self._item_scale.nbytes, "unpacked": self._values.numpy().nbytes}
         if self._index is not None:  # the table's packed codes are a view of the index's storage
             return {"faiss_codes": self._items.packed.nbytes, "scale": self._items.scale.nbytes}
         out = {"packed": self._items.packed.nbytes, "scale": self._items.scale.nbytes,
@@ -220,17 +231,21 @@ class Retriever:
         return out
 
     def _block_buffer(self) -> np.ndarray | None:
-        """Scratch for :meth:`_block` of a mixed 1-bit retriever (float32 ``[item_block, code bytes, 8]``),
-        one per scoring call, so the blocks reuse memory instead of faulting in a new one each."""
-        if self.bits != 1:
-            return None
-        assert self._items is not None
-        return np.empty((min(self.item_block, self.num_items), self._items.bytes_per_row, 8), np.float32)
+        """Scratch for :meth:`_block`, one per scoring call, so the blocks reuse memory instead of
+        faulting in a new one each: float32 ``[item_block, code bytes, 8]`` for 1-bit items of a
+        mixed retriever, ``[item_block, dim]`` for 2-, 4- and 8-bit items; None for float32 items
+        (read in place)."""
+        rows = min(self.item_block, self.num_items)
+        if self.bits == 1:
+            assert self._items is not None
+            return np.empty((rows, self._items.bytes_per_row, 8), np.float32)
+        return None if is_float(self.bits) else np.empty((rows, self.dim), np.float32)
 
     def _block(self, start: int, buf: np.ndarray | None = None) -> Tensor:
-        """float32 ``[<= item_block, dim]``: the item codes of one scoring block from ``start`` on
-        (1-bit items of a mixed retriever are unpacked here, so only a block is ever unpacked: one
-        lookup per code byte into ``buf`` from :meth:`_block_buffer`, valid until the next call)."""
+        """float32 ``[<= item_block, dim]``: the item codes of one scoring block from ``start`` on,
+        written into ``buf`` from :meth:`_block_buffer` (valid until the next call): 1-bit items
+        of a mixed retriever unpacked here (one lookup per code byte), so only a block is ever
+        unpacked; b-bit int8 values converted; float32 items returned in place."""
         stop = min(start + self.item_block, self.num_items)
         if self.bits == 1:
             assert self._items is not None and buf is not None
@@ -239,7 +254,8 @@ class Retriever:
             np.take(_SIGNS, packed, axis=0, out=out, mode="clip")  # uint8 indices are in range; "clip" avoids a buffered copy
             block = torch.from_numpy(out.reshape(stop - start, -1))
             return block if block.shape[1] == self.dim else block[:, : self.dim].contiguous()  # drop the padding bits
-        return self._values[start:stop].to(torch.float32)
+        values = self._values[start:stop]
+        return values if buf is None else torch.from_numpy(buf[: stop - start]).copy_(values)
 
     @property
     def certified_share(self) -> float:

@@ -204,6 +204,29 @@ def test_the_bucketed_index_holds_the_only_copy_of_the_codes_16_bytes_per_item()
     assert sum(plain.item_nbytes().values()) == 12 * 3000  # one scan: packed code + scale
 
 
+@pytest.mark.parametrize(("bits", "float_users"), [(2, False), (4, False), (8, False), (4, True), (8, True), (32, False)])
+def test_b_bit_and_float_items_are_held_once(bits: int, float_users: bool) -> None:
+    """One copy of the item codes: 2/4-bit items keep only the int8 values the GEMM blocks read
+    (packed rows are made on demand), 8-bit and float32 items read their code bytes in place."""
+    users, items = tables(bits, n_items=300)
+    if float_users:
+        users = tables(32)[0]
+    caller = CodeTable.from_packed(items.packed.copy(), items.scale.copy(), bits, items.dim)  # as read_code_version gives them
+    r = Retriever(users, caller, item_block=128)
+    width = 4 if bits == 32 else 1
+    assert sum(r.item_nbytes().values()) == (width * items.dim + 4) * 300, r.item_nbytes()
+    if bits in (2, 4):  # nothing left that reads the caller's packed bytes
+        caller.packed[:] = 0
+    want = users.values.astype(np.float32) @ items.values.astype(np.float32).T * items.scale
+    got = r.scores(np.arange(len(users))).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    if not float_users and bits != 32:  # integer inner products: exact
+        assert np.array_equal(got, want)
+    rows = np.array([299, 0, 17, 17])
+    assert np.array_equal(r.item_rows(rows).packed, items.packed[rows]) and np.array_equal(r.item_rows(rows).scale, items.scale[rows])
+    assert np.array_equal(r.items.packed, items.packed) and np.array_equal(r.items.values, items.values)
+
+
 def test_bucketed_and_plain_paths_rank_alike_with_ties_by_item_index() -> None:
     """Many exact ties across scale buckets (a few distinct codes, scales from a short list):
     the bucketed index, which stores items in bucket order, still breaks ties by item index."""

@@ -1,0 +1,60 @@
+"""What a request costs by item block size: b-bit (and float-users) scoring converts one block of
+item codes to float32 at a time (``Retriever(item_block=...)``), so the block decides whether that
+copy and the GEMM's output stay in cache. Times one request (``Retriever.recommend``, k = 20, its
+train items skipped) and a batch of 32 (``Retriever.topk``) at each ``--blocks`` size, median of
+5 rounds over the same users, side by side in one process (blocks interleaved over two passes).
+
+    .venv/bin/python bench/item_block_cost.py bench/out/serve/gowalla-work/codes/gowalla-fu4bit \\
+        bench/out/serve/gowalla-work/splits/gowalla --blocks 65536 16384 4096
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from grid_slices_cost import median_ms  # noqa: E402
+
+from flows.code_versions import read_code_version  # noqa: E402
+from flows.split_files import load_split  # noqa: E402
+from hqgnn.interactions import InteractionMatrix  # noqa: E402
+from hqgnn.retrieval import Retriever  # noqa: E402
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("version", type=Path, help="a code version (codes/<name>) of b-bit or float-users codes")
+    p.add_argument("split", type=Path, help="its snapshot (the train items are skipped)")
+    p.add_argument("--blocks", type=int, nargs="+", default=[1 << 16, 1 << 14, 1 << 12])
+    p.add_argument("--users", type=int, default=64)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    v, train = read_code_version(args.version), load_split(args.split).train
+    users = np.random.default_rng(0).choice(len(v.users), args.users, replace=False)
+
+    def seen_row(u: int) -> InteractionMatrix:
+        items = train.indices[int(train.indptr[u]) : int(train.indptr[u + 1])].numpy()
+        return InteractionMatrix.from_pairs(np.zeros(len(items), dtype=np.int64), items, 1, len(v.items))
+
+    seen = {int(u): seen_row(int(u)) for u in users}
+    retrievers = {b: Retriever(v.users, v.items, item_block=b) for b in args.blocks}
+    print(f"{args.version.name}: {len(v.items)} items, {v.users.bits}-bit users x {v.items.bits}-bit items x {v.items.dim}; "
+          f"torch {args.threads} threads", flush=True)
+    batch = users[:32]
+    for _ in range(2):
+        for b, r in retrievers.items():
+            one = median_ms(lambda r=r: [r.recommend(int(u), 20, seen[int(u)]) for u in users], len(users))
+            many = median_ms(lambda r=r: r.topk(batch, 20, [train]), len(batch))
+            print(f"item_block {b:7d}: one request {one:.3f} ms, per user in a batch of 32 {many:.3f} ms", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
