@@ -38,6 +38,15 @@ def median_ms(fn: Callable[[], object], calls: int, rounds: int = 5) -> float:
     return statistics.median(times)
 
 
+def seen_rows(train: InteractionMatrix, users: np.ndarray, num_items: int) -> dict[int, InteractionMatrix]:
+    """Each of ``users``' train items as a one-row matrix (``Retriever.recommend``'s ``seen``)."""
+    out = {}
+    for u in map(int, users):
+        items = train.indices[int(train.indptr[u]) : int(train.indptr[u + 1])].numpy()
+        out[u] = InteractionMatrix.from_pairs(np.zeros(len(items), dtype=np.int64), items, 1, num_items)
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("version", type=Path, help="a float-users code version (codes/<name>)")
@@ -48,12 +57,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     v, train = read_code_version(args.version), load_split(args.split).train
     users = np.random.default_rng(0).choice(len(v.users), args.users, replace=False)
-
-    def seen_row(u: int) -> InteractionMatrix:
-        items = train.indices[int(train.indptr[u]) : int(train.indptr[u + 1])].numpy()
-        return InteractionMatrix.from_pairs(np.zeros(len(items), dtype=np.int64), items, 1, len(v.items))
-
-    seen = {int(u): seen_row(int(u)) for u in users}
+    seen = seen_rows(train, users, len(v.items))
     sliced = Retriever(v.users, v.items)
     plain = Retriever(v.users, v.items)
     plain._grid_bits = None  # one plain float32 row per query: the path before the slices

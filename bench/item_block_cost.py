@@ -19,11 +19,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from grid_slices_cost import median_ms  # noqa: E402
+from grid_slices_cost import median_ms, seen_rows  # noqa: E402
 
 from flows.code_versions import read_code_version  # noqa: E402
 from flows.split_files import load_split  # noqa: E402
-from hqgnn.interactions import InteractionMatrix  # noqa: E402
 from hqgnn.retrieval import Retriever  # noqa: E402
 
 
@@ -38,12 +37,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     v, train = read_code_version(args.version), load_split(args.split).train
     users = np.random.default_rng(0).choice(len(v.users), args.users, replace=False)
-
-    def seen_row(u: int) -> InteractionMatrix:
-        items = train.indices[int(train.indptr[u]) : int(train.indptr[u + 1])].numpy()
-        return InteractionMatrix.from_pairs(np.zeros(len(items), dtype=np.int64), items, 1, len(v.items))
-
-    seen = {int(u): seen_row(int(u)) for u in users}
+    seen = seen_rows(train, users, len(v.items))
     retrievers = {b: Retriever(v.users, v.items, item_block=b) for b in args.blocks}
     print(f"{args.version.name}: {len(v.items)} items, {v.users.bits}-bit users x {v.items.bits}-bit items x {v.items.dim}; "
           f"torch {args.threads} threads", flush=True)
