@@ -1,8 +1,9 @@
 """What a request costs by item block size: b-bit (and float-users) scoring converts one block of
 item codes to float32 at a time (``Retriever(item_block=...)``), so the block decides whether that
-copy and the GEMM's output stay in cache. Times one request (``Retriever.recommend``, k = 20, its
-train items skipped) and a batch of 32 (``Retriever.topk``) at each ``--blocks`` size, median of
-5 rounds over the same users, side by side in one process (blocks interleaved over two passes).
+copy and the GEMM's ``[batch, block]`` output stay in cache. Times one request
+(``Retriever.recommend``, k = 20, its train items skipped) and a batch of each ``--batches`` size
+(``Retriever.topk``) at each ``--blocks`` size, median of 5 rounds over the same users, side by
+side in one process (blocks interleaved over two passes).
 
     .venv/bin/python bench/item_block_cost.py bench/out/serve/gowalla-work/codes/gowalla-fu4bit \\
         bench/out/serve/gowalla-work/splits/gowalla --blocks 65536 16384 4096
@@ -31,22 +32,24 @@ def main() -> int:
     p.add_argument("version", type=Path, help="a code version (codes/<name>) of b-bit or float-users codes")
     p.add_argument("split", type=Path, help="its snapshot (the train items are skipped)")
     p.add_argument("--blocks", type=int, nargs="+", default=[1 << 16, 1 << 14, 1 << 12])
-    p.add_argument("--users", type=int, default=64)
+    p.add_argument("--batches", type=int, nargs="+", default=[32])
+    p.add_argument("--users", type=int, default=64, help="lone requests per round (and the largest batch, at least)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     v, train = read_code_version(args.version), load_split(args.split).train
-    users = np.random.default_rng(0).choice(len(v.users), args.users, replace=False)
+    users = np.random.default_rng(0).choice(len(v.users), max(args.users, *args.batches), replace=False)
     seen = seen_rows(train, users, len(v.items))
     retrievers = {b: Retriever(v.users, v.items, item_block=b) for b in args.blocks}
     print(f"{args.version.name}: {len(v.items)} items, {v.users.bits}-bit users x {v.items.bits}-bit items x {v.items.dim}; "
           f"torch {args.threads} threads", flush=True)
-    batch = users[:32]
+    lone = users[: args.users]
     for _ in range(2):
         for b, r in retrievers.items():
-            one = median_ms(lambda r=r: [r.recommend(int(u), 20, seen[int(u)]) for u in users], len(users))
-            many = median_ms(lambda r=r: r.topk(batch, 20, [train]), len(batch))
-            print(f"item_block {b:7d}: one request {one:.3f} ms, per user in a batch of 32 {many:.3f} ms", flush=True)
+            one = median_ms(lambda r=r: [r.recommend(int(u), 20, seen[int(u)]) for u in lone], len(lone))
+            many = {n: median_ms(lambda r=r, n=n: r.topk(users[:n], 20, [train]), n) for n in args.batches}
+            print(f"item_block {b:7d}: one request {one:.3f} ms, per user in a batch of "
+                  + ", ".join(f"{n} {ms:.3f} ms" for n, ms in many.items()), flush=True)
     return 0
 
 
