@@ -27,9 +27,11 @@ Scores, by code width (``s`` = per-node scale, ``q`` = integer codes, ``d`` = di
     top-K, no score matrix): what ``sql/queries/user_topk_hamming.sql`` computes. It ignores the
     item scale ``s_i``, so it can differ from the model's ranking; evaluation reports both.
 
-Top-K for float and b-bit codes scores one item block at a time (``item_block`` items, their
-codes converted into one float32 buffer that every block of the call reuses) and merges the
-block winners, so memory is ``batch x item_block`` and no ``[batch, num_items]`` matrix is built.
+Top-K for float and b-bit codes scores one item block at a time (their codes converted into one
+float32 buffer that every block of the call reuses) and merges the block winners, so no
+``[batch, num_items]`` matrix is built. A block holds ``item_block`` items, fewer for a large batch
+(:meth:`Retriever.block_rows`: the ``[batch, block]`` score tile stays within ``SCORE_TILE``
+floats, so the scale, the mask and the block's top-K read it from cache).
 
 Item memory: one copy of the codes. 1-bit items stay packed (or in a FAISS index); 2- and 4-bit
 items keep only their int8 values (``dim`` + 4 B of scale per item; packed rows are made on
@@ -72,6 +74,10 @@ _SIGNS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder
 # 2^-16 = 1.5e-5 of its row's largest entry): one grid for float users against 1-bit items up to d = 256 and
 # 2-bit up to 128; wider codes split each query into grid_slices(), as many as reach this many bits together
 MIN_GRID_BITS = 16
+
+# top-K scores a [batch, block] tile per item block: at most this many float32 (2 MB), down to MIN_BLOCK items a block
+SCORE_TILE = 1 << 19
+MIN_BLOCK = 1 << 12
 
 RankBy = Literal["score", "hamming"]
 RANK_BY: tuple[str, ...] = ("score", "hamming")
@@ -118,7 +124,8 @@ class Retriever:
             against b-bit items (asymmetric scoring, ``float_users`` runs).
         rank_by: ``"score"`` (model score) or ``"hamming"`` (1 bit only, FAISS IndexBinaryFlat;
             the index then holds the only copy of the item codes, read in place by :attr:`items`).
-        item_block: items per scoring block (bounds the float32 buffer of b-bit and 1-bit codes).
+        item_block: items per scoring block at most (bounds the float32 buffer of b-bit and 1-bit
+            codes); top-K of a batch uses :meth:`block_rows`.
         hamming_index: for ``rank_by="hamming"``: ``"flat"`` (exact brute force) or ``"hnsw"``
             (FAISS ``IndexBinaryHNSW``: approximate, sub-linear per query, a graph build first;
             ties are not ordered by item index).
@@ -230,23 +237,28 @@ class Retriever:
                 out["unpacked"] += values.nbytes
         return out
 
-    def _block_buffer(self) -> np.ndarray | None:
-        """Scratch for :meth:`_block`, one per scoring call, so the blocks reuse memory instead of
-        faulting in a new one each: float32 ``[item_block, code bytes, 8]`` for 1-bit items of a
-        mixed retriever, ``[item_block, dim]`` for 2-, 4- and 8-bit items; None for float32 items
-        (read in place)."""
-        rows = min(self.item_block, self.num_items)
+    def block_rows(self, batch: int) -> int:
+        """Items per block when ranking ``batch`` users at once: ``item_block``, or fewer so that
+        the ``[batch, block]`` score tile stays within ``SCORE_TILE`` floats (not under ``MIN_BLOCK``)."""
+        return min(self.item_block, max(MIN_BLOCK, SCORE_TILE // max(batch, 1)))
+
+    def _block_buffer(self, rows: int) -> np.ndarray | None:
+        """Scratch for :meth:`_block` of blocks of ``rows`` items, one per scoring call, so the
+        blocks reuse memory instead of faulting in a new one each: float32 ``[rows, code bytes, 8]``
+        for 1-bit items of a mixed retriever, ``[rows, dim]`` for 2-, 4- and 8-bit items; None for
+        float32 items (read in place)."""
+        rows = min(rows, self.num_items)
         if self.bits == 1:
             assert self._items is not None
             return np.empty((rows, self._items.bytes_per_row, 8), np.float32)
         return None if is_float(self.bits) else np.empty((rows, self.dim), np.float32)
 
-    def _block(self, start: int, buf: np.ndarray | None = None) -> Tensor:
-        """float32 ``[<= item_block, dim]``: the item codes of one scoring block from ``start`` on,
+    def _block(self, start: int, rows: int, buf: np.ndarray | None = None) -> Tensor:
+        """float32 ``[<= rows, dim]``: the item codes of the block of ``rows`` items from ``start`` on,
         written into ``buf`` from :meth:`_block_buffer` (valid until the next call): 1-bit items
         of a mixed retriever unpacked here (one lookup per code byte), so only a block is ever
         unpacked; b-bit int8 values converted; float32 items returned in place."""
-        stop = min(start + self.item_block, self.num_items)
+        stop = min(start + rows, self.num_items)
         if self.bits == 1:
             assert self._items is not None and buf is not None
             packed = self._items.packed[start:stop]
@@ -318,9 +330,9 @@ class Retriever:
             return torch.from_numpy(one_bit_score(ham, self._item_scale, self.dim))
         q = self._queries(u)
         out = torch.empty(len(u), self.num_items, dtype=torch.float32)
-        buf = self._block_buffer()
+        buf = self._block_buffer(self.item_block)
         for start in range(0, self.num_items, self.item_block):
-            block = self._block(start, buf)
+            block = self._block(start, self.item_block, buf)
             self._score_block(q, block, out=out[:, start : start + block.shape[0]])
         if not is_float(self.bits):
             out *= self._scale
@@ -406,9 +418,10 @@ class Retriever:
         q = self._queries(users)
         mask = exclusion_mask(torch.from_numpy(users), exclude)
         cand_idx, cand_scores = [], []
-        buf = self._block_buffer()
-        for start in range(0, self.num_items, self.item_block):
-            block = self._block(start, buf)
+        rows = self.block_rows(len(users))
+        buf = self._block_buffer(rows)
+        for start in range(0, self.num_items, rows):
+            block = self._block(start, rows, buf)
             scores = self._score_block(q, block)
             if not is_float(self.bits):
                 scores *= self._scale[start : start + block.shape[0]]

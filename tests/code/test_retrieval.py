@@ -12,9 +12,10 @@ import torch
 
 from hqgnn.codes import CodeTable
 from hqgnn.interactions import InteractionMatrix
-from hqgnn.metrics import masked_topk
+from hqgnn.metrics import exclusion_mask, masked_topk
 from hqgnn.quant import quantize
 from hqgnn.retrieval import (
+    MIN_BLOCK,
     MIN_GRID_BITS,
     Retriever,
     exact_grid_bits,
@@ -225,6 +226,24 @@ def test_b_bit_and_float_items_are_held_once(bits: int, float_users: bool) -> No
     rows = np.array([299, 0, 17, 17])
     assert np.array_equal(r.item_rows(rows).packed, items.packed[rows]) and np.array_equal(r.item_rows(rows).scale, items.scale[rows])
     assert np.array_equal(r.items.packed, items.packed) and np.array_equal(r.items.values, items.values)
+
+
+@pytest.mark.parametrize("float_users", [False, True])
+def test_a_large_batch_ranks_in_smaller_blocks_with_the_same_answer(float_users: bool) -> None:
+    """Top-K of a batch of 256 scores blocks of MIN_BLOCK items (the score tile stays in cache),
+    a lone user blocks of item_block: both give what one full score row gives."""
+    users, items = tables(4, n_users=256, n_items=9_000, seed=3)
+    if float_users:
+        users = tables(32, n_users=256, seed=3)[0]
+    r = Retriever(users, items)
+    assert r.block_rows(1) == r.item_block == 1 << 16 and r.block_rows(32) == 1 << 14 and r.block_rows(256) == MIN_BLOCK < 9_000
+    train = InteractionMatrix.from_pairs(np.repeat(np.arange(256), 4), np.arange(1024) * 7 % 9_000, 256, 9_000)
+    got, top = r.topk(np.arange(256), 25, [train])
+    want = masked_topk(r.scores(np.arange(256)), exclusion_mask(torch.arange(256), [train]), 25)
+    assert np.array_equal(got, want.numpy())
+    alone = Retriever(users.subset(np.array([200])), items).topk(np.array([0]), 25, [InteractionMatrix.from_pairs(
+        np.zeros(4, np.int64), np.arange(800, 804) * 7 % 9_000, 1, 9_000)])
+    assert np.array_equal(alone[0][0], got[200]) and np.array_equal(alone[1][0], top[200])
 
 
 def test_bucketed_and_plain_paths_rank_alike_with_ties_by_item_index() -> None:
