@@ -3,9 +3,9 @@ item codes to float32 at a time (``Retriever(item_block=...)``), so the block de
 copy and the GEMM's ``[batch, block]`` output stay in cache. Times one request
 (``Retriever.recommend``, k = 20, its train items skipped) and a batch of each ``--batches`` size
 (``Retriever.topk``) at each ``--blocks`` size, median of 5 rounds over the same users, side by
-side in one process (blocks interleaved over two passes). ``--baseline PATH`` adds another
-``retrieval.py`` (e.g. a worktree of an earlier commit) at its default block, timed in the same
-passes: code against code on the same data. ``--blocks 0`` is this code's own choice per batch
+side in one process (blocks interleaved over two passes). ``--baseline PATH [PATH ...]`` adds other
+``retrieval.py`` files (e.g. from a worktree of an earlier commit) at their default blocks, timed
+in the same passes: code against code on the same data. ``--blocks 0`` is this code's own choice per batch
 (``Retriever.block_rows``).
 
     .venv/bin/python bench/item_block_cost.py bench/out/serve/gowalla-work/codes/gowalla-fu4bit \\
@@ -41,7 +41,7 @@ def main() -> int:
     p.add_argument("--batches", type=int, nargs="+", default=[32])
     p.add_argument("--users", type=int, default=64, help="lone requests per round (and the largest batch, at least)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--baseline", type=Path, default=None, help="another retrieval.py, timed beside this code")
+    p.add_argument("--baseline", type=Path, nargs="+", default=[], help="other retrieval.py files, timed beside this code")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     v, train = read_code_version(args.version), load_split(args.split).train
@@ -49,12 +49,12 @@ def main() -> int:
     seen = seen_rows(train, users, len(v.items))
     retrievers = {f"item_block {b:7d}" if b else "this code, own blocks": Retriever(v.users, v.items, **({"item_block": b} if b else {}))
                   for b in args.blocks}
-    if args.baseline:
-        spec = importlib.util.spec_from_file_location("baseline_retrieval", args.baseline)
+    for i, path in enumerate(args.baseline):
+        spec = importlib.util.spec_from_file_location(f"baseline_retrieval_{i}", path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        retrievers[f"baseline {args.baseline}"] = module.Retriever(v.users, v.items)
+        retrievers[f"baseline {path}"] = module.Retriever(v.users, v.items)
     print(f"{args.version.name}: {len(v.items)} items, {v.users.bits}-bit users x {v.items.bits}-bit items x {v.items.dim}; "
           f"torch {args.threads} threads", flush=True)
     lone = users[: args.users]

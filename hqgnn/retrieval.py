@@ -251,7 +251,7 @@ class Retriever:
         if self.bits == 1:
             assert self._items is not None
             return np.empty((rows, self._items.bytes_per_row, 8), np.float32)
-        return None if is_float(self.bits) else np.empty((rows, self.dim), np.float32)
+        return None if is_float(self.bits) else torch.empty(rows, self.dim).numpy()  # torch's allocator, as a fresh block was
 
     def _block(self, start: int, rows: int, buf: np.ndarray | None = None) -> Tensor:
         """float32 ``[<= rows, dim]``: the item codes of the block of ``rows`` items from ``start`` on,
