@@ -27,8 +27,8 @@ Scores, by code width (``s`` = per-node scale, ``q`` = integer codes, ``d`` = di
     top-K, no score matrix): what ``sql/queries/user_topk_hamming.sql`` computes. It ignores the
     item scale ``s_i``, so it can differ from the model's ranking; evaluation reports both.
 
-Top-K for float and b-bit codes scores one item block at a time (their codes converted into one
-float32 buffer that every block of the call reuses) and merges the block winners, so no
+Top-K for float and b-bit codes scores one item block at a time (their codes converted to
+float32 one block at a time) and merges the block winners, so no
 ``[batch, num_items]`` matrix is built. A block holds ``item_block`` items, fewer for a large batch
 (:meth:`Retriever.block_rows`: the ``[batch, block]`` score tile stays within ``SCORE_TILE``
 floats, so the scale, the mask and the block's top-K read it from cache).
@@ -75,8 +75,9 @@ _SIGNS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder
 # 2-bit up to 128; wider codes split each query into grid_slices(), as many as reach this many bits together
 MIN_GRID_BITS = 16
 
-# top-K scores a [batch, block] tile per item block: at most this many float32 (2 MB), down to MIN_BLOCK items a block
-SCORE_TILE = 1 << 19
+# top-K scores a [batch, block] tile per item block: at most this many float32 (4 MB), down to MIN_BLOCK items a
+# block; so up to 16 users keep item_block's 65,536 items, a batch of 256 gets 4,096 (BENCHMARKS.md, session 15)
+SCORE_TILE = 1 << 20
 MIN_BLOCK = 1 << 12
 
 RankBy = Literal["score", "hamming"]
@@ -243,21 +244,20 @@ class Retriever:
         return min(self.item_block, max(MIN_BLOCK, SCORE_TILE // max(batch, 1)))
 
     def _block_buffer(self, rows: int) -> np.ndarray | None:
-        """Scratch for :meth:`_block` of blocks of ``rows`` items, one per scoring call, so the
-        blocks reuse memory instead of faulting in a new one each: float32 ``[rows, code bytes, 8]``
-        for 1-bit items of a mixed retriever, ``[rows, dim]`` for 2-, 4- and 8-bit items; None for
-        float32 items (read in place)."""
-        rows = min(rows, self.num_items)
-        if self.bits == 1:
-            assert self._items is not None
-            return np.empty((rows, self._items.bytes_per_row, 8), np.float32)
-        return None if is_float(self.bits) else torch.empty(rows, self.dim).numpy()  # torch's allocator, as a fresh block was
+        """Scratch for :meth:`_block` of a mixed 1-bit retriever (float32 ``[rows, code bytes, 8]``
+        for blocks of ``rows`` items), one per scoring call, so the blocks reuse memory instead of
+        faulting in a new one each; None for other retrievers (a reused buffer for the b-bit
+        conversion measured slower than a fresh tensor: BENCHMARKS.md, session 15)."""
+        if self.bits != 1:
+            return None
+        assert self._items is not None
+        return np.empty((min(rows, self.num_items), self._items.bytes_per_row, 8), np.float32)
 
     def _block(self, start: int, rows: int, buf: np.ndarray | None = None) -> Tensor:
         """float32 ``[<= rows, dim]``: the item codes of the block of ``rows`` items from ``start`` on,
-        written into ``buf`` from :meth:`_block_buffer` (valid until the next call): 1-bit items
-        of a mixed retriever unpacked here (one lookup per code byte), so only a block is ever
-        unpacked; b-bit int8 values converted; float32 items returned in place."""
+        1-bit items of a mixed retriever unpacked here into ``buf`` from :meth:`_block_buffer`
+        (one lookup per code byte, valid until the next call), so only a block is ever unpacked;
+        b-bit int8 values converted to a new tensor; float32 items returned in place."""
         stop = min(start + rows, self.num_items)
         if self.bits == 1:
             assert self._items is not None and buf is not None
@@ -266,8 +266,7 @@ class Retriever:
             np.take(_SIGNS, packed, axis=0, out=out, mode="clip")  # uint8 indices are in range; "clip" avoids a buffered copy
             block = torch.from_numpy(out.reshape(stop - start, -1))
             return block if block.shape[1] == self.dim else block[:, : self.dim].contiguous()  # drop the padding bits
-        values = self._values[start:stop]
-        return values if buf is None else torch.from_numpy(buf[: stop - start]).copy_(values)
+        return self._values[start:stop].to(torch.float32)
 
     @property
     def certified_share(self) -> float:
