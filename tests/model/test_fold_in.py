@@ -72,15 +72,16 @@ def test_recommend_for_items_never_returns_the_given_items() -> None:
 
 @pytest.mark.parametrize("bits", [1, 4])
 def test_recommend_for_items_through_a_retriever_equals_the_full_table(bits: int) -> None:
-    """A service passes its Retriever (the bucketed 1-bit index holds the only copy of the item
-    codes): only the given rows are read, and the answer is the full table's, scores included."""
+    """A service passes its Retriever (the bucketed 1-bit index, or 2/4-bit int8 values, hold the
+    only copy of the item codes): only the given rows are read, and the answer is the full
+    table's, scores included."""
     rng = np.random.default_rng(4)
     values = rng.choice([-1, 1], size=(500, 64)) if bits == 1 else rng.integers(-8, 8, size=(500, 64))
     items = CodeTable.from_values(values, rng.uniform(0.5, 2.0, 500), bits)
     degree = torch.from_numpy(rng.integers(1, 20, 500).astype(np.float32))
     users = CodeTable.from_values(values[:1], np.ones(1), bits)
     r = Retriever(users, items.packed_only(), scaled_index_min_items=0)
-    assert (r._items is None) == (bits == 1)
+    assert (r._items is None) == (bits in (1, 2, 4))  # no packed table kept: rows come from the index / the int8 values
     for rows in ([3, 77, 3, 499], [0], list(range(0, 500, 50))):
         want = recommend_for_items(torch.tensor(rows), items, 15, degree)
         got = recommend_for_items(torch.tensor(rows), r, 15, degree)
