@@ -27,9 +27,9 @@ Scores, by code width (``s`` = per-node scale, ``q`` = integer codes, ``d`` = di
     top-K, no score matrix): what ``sql/queries/user_topk_hamming.sql`` computes. It ignores the
     item scale ``s_i``, so it can differ from the model's ranking; evaluation reports both.
 
-Top-K for float and b-bit codes scores one item block at a time (their codes converted to
-float32 one block at a time) and merges the block winners, so no
-``[batch, num_items]`` matrix is built. A block holds ``item_block`` items, fewer for a large batch
+Top-K for float and b-bit codes scores one item block at a time (the block's codes converted to
+float32) and merges the block winners, so no ``[batch, num_items]`` matrix is built. A block
+holds ``item_block`` items, fewer for a large batch
 (:meth:`Retriever.block_rows`: the ``[batch, block]`` score tile stays within ``SCORE_TILE``
 floats, so the scale, the mask and the block's top-K read it from cache).
 
