@@ -10,7 +10,7 @@ in the same passes: code against code on the same data. ``--blocks 0`` is this c
 
     .venv/bin/python bench/item_block_cost.py bench/out/serve/gowalla-work/codes/gowalla-fu4bit \\
         bench/out/serve/gowalla-work/splits/gowalla --blocks 65536 16384 4096
-    .venv/bin/python bench/item_block_cost.py VERSION SPLIT --blocks 0 --batches 8 32 256 \
+    .venv/bin/python bench/item_block_cost.py VERSION SPLIT --blocks 0 --batches 8 32 256 \\
         --baseline /work/wt-old/hqgnn/retrieval.py
 """
 

@@ -137,11 +137,12 @@ def evaluate_ranking(
         ``{"recall@20": ..., ..., "users": n}``.
     """
     sums: dict[str, Tensor] = {}  # float64 on `device`: read back once, not per batch and metric
+    n = 0  # users with ground truth: the batches' sizes
     for per_user in per_user_batches(score_fn, truth, exclude, ks, batch_size, device):
+        n += len(next(iter(per_user.values())))
         for name, values in per_user.items():
             total = values.sum().double()
             sums[name] = sums[name] + total if name in sums else total
-    n = int((truth.row_lengths() > 0).sum())
     totals = torch.stack(list(sums.values())).tolist() if sums else []
     result = {name: total / max(n, 1) for name, total in zip(sums, totals, strict=True)}
     result["users"] = float(n)
