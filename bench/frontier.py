@@ -23,7 +23,8 @@ kept on validation). ``--schedule from-float`` quantizes the float32 point of th
 and seed instead (the one validation picked; run it first): a short quantization-aware fine-tune
 from its checkpoint, the 36 B / 20 B recipes' warm runs (:data:`FROM_FLOAT_SETTINGS`); such a point
 competes with the from-scratch schedules on validation like any other, and its "train min" adds
-its float model's. Gowalla's float32 points also try ``k8``, the 256 B recipe (BPR over 8
+its float model's. A probe of it (``--schedule from-float-TAG --override JSON``, e.g. float users
+and distillation) fine-tunes the same parent with those settings on top, and stays out of the table. Gowalla's float32 points also try ``k8``, the 256 B recipe (BPR over 8
 negatives, 220 epochs). ``--schedule long`` (float32 only) is LightGCN's own schedule (Adam lr 1e-3,
 constant, up to 1,000 epochs, early stopping): a "best float32" reference of a dataset beside
 the equal-epoch one (Gowalla's, 0.1831 after 220 epochs of BPR over 8 negatives, is taken from BENCHMARKS.md).
@@ -169,8 +170,8 @@ def train_settings(dataset: str, bits: int, dim: int, seed: int, schedule: str,
     """The train config of a point (:class:`flows.config.TrainConfig` fields, no snapshot/run);
     ``override``: schedule settings of a probe (its records carry their own ``schedule`` tag)."""
     schedules = DATASETS[dataset].candidates(bits)
-    if schedule == FROM_FLOAT:
-        return from_float_settings(dataset, bits, dim, seed)
+    if is_from_float(schedule):
+        return {**from_float_settings(dataset, bits, dim, seed), **(override or {})}
     if schedule not in schedules and schedule != "long" and override is None:
         raise ValueError(f"{dataset}: schedule {schedule!r} is none of {sorted(schedules)}, long or {FROM_FLOAT} (a probe needs an override)")
     base = {**schedules.get(schedule, next(iter(schedules.values()))), **(override or {})}
@@ -184,6 +185,12 @@ def train_settings(dataset: str, bits: int, dim: int, seed: int, schedule: str,
         if bits == 1:
             out["refine_user_codes"] = 8
     return out
+
+
+def is_from_float(schedule: str) -> bool:
+    """``from-float`` or a probe of it (a tag ``from-float-...`` with ``--override``): a fine-tune of
+    the float32 point of the same dataset, dim and seed."""
+    return schedule == FROM_FLOAT or schedule.startswith(FROM_FLOAT + "-")
 
 
 def from_float_settings(dataset: str, bits: int, dim: int, seed: int) -> dict[str, Any]:
@@ -243,7 +250,7 @@ def run_point(dataset: str, bits: int, dim: int, seed: int, schedule: str, data_
         train_pairs, test_pairs = ds.load(data_root)
         write_carved_split(wd.splits / snapshot, train_pairs, test_pairs, ds.valid_ratio, 2024)
     settings = train_settings(dataset, bits, dim, seed, schedule, override)
-    parent = float_parent(read_points(points), dataset, dim, seed) if schedule == FROM_FLOAT else None
+    parent = float_parent(read_points(points), dataset, dim, seed) if is_from_float(schedule) else None
     name = f"{dataset}-b{bits}-d{dim}-s{seed}-{schedule}"
     if parent is not None:  # one run per parent: a better float32 point later gets a fresh fine-tune, not a resume
         settings["init_from"] = parent["run"]

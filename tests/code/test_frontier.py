@@ -127,6 +127,15 @@ def test_from_float_points_fine_tune_the_picked_float_point(frontier: ModuleType
         frontier.float_parent(floats, "lastfm", 128, 3)
 
 
+def test_a_from_float_probe_fine_tunes_with_its_override_and_stays_out_of_the_table(frontier: ModuleType) -> None:
+    fu = frontier.train_settings("gowalla", 2, 128, 3, "from-float-fu", {"float_users": True, "warm_epochs": 100})
+    assert (fu["float_users"], fu["warm_epochs"], fu["float_warmup_epochs"], fu["itq_rotation"], fu["dim"]) == (True, 100, 1, True, 128)
+    assert frontier.is_from_float("from-float-fu") and not frontier.is_from_float("fast")
+    floats = _point("gowalla", 32, 64, 3, 0.18, "fast", valid=0.2) | {"run": "f"}
+    probe = _point("gowalla", 2, 64, 3, 0.19, "from-float-fu", valid=0.9) | {"parent_run": "f"}
+    assert frontier.choose_by_valid([floats, probe]) == {("gowalla", 32, 64, 3): floats}  # a probe never enters the frontier
+
+
 def test_from_float_competes_on_valid_and_counts_its_parent_minutes(frontier: ModuleType, tmp_path: Path) -> None:
     ff = _point("lastfm", 4, 64, 1, 0.26, "from-float", valid=0.6) | {"parent_train_seconds": 120.0}
     points = [_point("lastfm", 32, 64, 1, 0.25), _point("lastfm", 4, 64, 1, 0.24, "fast", valid=0.5), ff]
