@@ -354,9 +354,22 @@ def _best_by_valid(points: list[dict[str, Any]]) -> dict[tuple[str, int, int, in
     return chosen
 
 
+def schedules_run(points: list[dict[str, Any]]) -> dict[tuple[str, int, int, int], set[str]]:
+    """Per (dataset, bits, dim, seed): the schedules that ran there and race on validation
+    (the dataset's candidates and ``from-float``; stale from-float points not counted)."""
+    out: dict[tuple[str, int, int, int], set[str]] = {}
+    for p in current_points(points):
+        ds, bits, dim, seed, schedule = point_key(p)
+        if ds in DATASETS and (schedule in DATASETS[ds].candidates(bits) or schedule == FROM_FLOAT):
+            out.setdefault((ds, bits, dim, seed), set()).add(schedule)
+    return out
+
+
 def summarize(points: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """Per dataset: one row per (bits, dim); per seed the candidate schedule with the best
-    validation Recall@20, then mean and half-range over seeds of test R@20 / N@20, and the two
+    validation Recall@20 (a seed that did not run a schedule another seed of the cell picked is
+    left out while seeds that ran every pick exist: ``left_out``), then mean and half-range over
+    seeds of test R@20 / N@20, and the two
     ratios: vs float32 d=64 (the same candidates and epoch caps: equal epochs), and vs the best
     float32 d=64: the highest of its per-schedule test means (``long`` included) and a known
     figure (a conservative denominator: this one is the best on test, not picked on validation)."""
@@ -365,9 +378,17 @@ def summarize(points: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
         ds, bits, dim, _, schedule = point_key(p)
         if (bits, dim) == (FLOAT_BITS, 64) and ds in DATASETS and (schedule == "long" or schedule in DATASETS[ds].candidates(bits)):
             ref_runs.setdefault((ds, schedule), []).append(p["test"]["recall@20"])
+    ran = schedules_run(points)
     by: dict[str, dict[tuple[int, int], list[dict[str, Any]]]] = {}
     for (ds, bits, dim, _), p in choose_by_valid(points).items():
         by.setdefault(ds, {}).setdefault((bits, dim), []).append(p)
+    left_out: dict[tuple[str, int, int], int] = {}
+    for ds, cells in by.items():
+        for (bits, dim), ps in cells.items():
+            picks = {p["schedule"] for p in ps}  # a seed that did not run another seed's pick is a lower bound ...
+            complete = [p for p in ps if picks <= ran[point_key(p)[:4]]]
+            if complete and len(complete) < len(ps):  # ... kept out of the mean while seeds that ran every pick exist
+                cells[(bits, dim)], left_out[(ds, bits, dim)] = complete, len(ps) - len(complete)
     shared = [p for p in points if p["dataset"] in DATASETS and p["schedule"] in DATASETS[p["dataset"]].schedules]
     equal = [p for (ds, bits, dim, _), p in choose_by_valid(shared).items() if (bits, dim) == (FLOAT_BITS, 64)]  # the quantized points' schedules
     out: dict[str, list[dict[str, Any]]] = {}
@@ -380,7 +401,7 @@ def summarize(points: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
             r = np.array([p["test"]["recall@20"] for p in ps])
             n = np.array([p["test"]["ndcg@20"] for p in ps])
             picked = sorted(p["schedule"] for p in ps)
-            rows.append({"bits": bits, "dim": dim, "bytes": bytes_per_item(bits, dim), "seeds": len(ps),
+            rows.append({"bits": bits, "dim": dim, "bytes": bytes_per_item(bits, dim), "seeds": len(ps), "left_out": left_out.get((ds, bits, dim), 0),
                          "r20": r.mean(), "r20_hr": (r.max() - r.min()) / 2, "n20": n.mean(), "n20_hr": (n.max() - n.min()) / 2,
                          "pct_eq": 100 * r.mean() / ref_eq, "pct_best": 100 * r.mean() / ref_best,
                          "schedules": ", ".join(f"{k} {picked.count(k)}" for k in dict.fromkeys(picked)),
@@ -402,7 +423,8 @@ def markdown(summary: dict[str, list[dict[str, Any]]]) -> str:
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             name = "float32" if is_float(r["bits"]) else f"{r['bits']} bit"
-            lines.append(f"| {name} × {r['dim']} | {r['bytes']} | {r['seeds']} | {r['r20']:.4f} ± {r['r20_hr']:.4f} | "
+            seeds = f"{r['seeds']} (+{r['left_out']} not yet on the picked schedule, left out)" if r.get("left_out") else str(r["seeds"])
+            lines.append(f"| {name} × {r['dim']} | {r['bytes']} | {seeds} | {r['r20']:.4f} ± {r['r20_hr']:.4f} | "
                          f"{r['n20']:.4f} ± {r['n20_hr']:.4f} | {r['pct_eq']:.1f} % | {r['pct_best']:.1f} % | {r['schedules']} | {r['epochs']:.0f} | {r['minutes']:.1f} |")
         lines.append("")
     return "\n".join(lines)

@@ -149,6 +149,19 @@ def test_from_float_competes_on_valid_and_counts_its_parent_minutes(frontier: Mo
     assert frontier.missing(args) == [("lastfm", 4, 64, 1, "from-float")]  # float32 points are parents only
 
 
+def test_a_seed_that_has_not_run_another_seeds_pick_stays_out_of_the_mean(frontier: ModuleType) -> None:
+    float_parent = _point("lastfm", 32, 64, 1, 0.25) | {"run": "f1"}
+    ff = _point("lastfm", 4, 64, 1, 0.26, "from-float", valid=0.6) | {"parent_run": "f1"}
+    behind = [_point("lastfm", 4, 64, 1, 0.20, "fast", valid=0.5), ff, _point("lastfm", 4, 64, 2, 0.18, "fast", valid=0.5)]
+    row = {r["bits"]: r for r in frontier.summarize([float_parent, *behind])["lastfm"]}[4]
+    assert (row["seeds"], row["left_out"], row["r20"]) == (1, 1, pytest.approx(0.26))  # seed 2 has no from-float point yet
+    assert "1 (+1 not yet on the picked schedule, left out)" in frontier.markdown(frontier.summarize([float_parent, *behind]))
+    picked_only = [_point("lastfm", 4, 64, 1, 0.20, "fast", valid=0.4), _point("lastfm", 4, 64, 1, 0.22, "slow", valid=0.5),
+                   _point("lastfm", 4, 64, 2, 0.24, "slow", valid=0.5)]  # --schedule picked: seed 2 ran seed 1's pick only
+    row = {r["bits"]: r for r in frontier.summarize([float_parent, *picked_only])["lastfm"]}[4]
+    assert (row["seeds"], row["left_out"], row["r20"]) == (2, 0, pytest.approx(0.23))
+
+
 def test_a_from_float_point_goes_stale_when_a_better_float_point_runs_after_it(frontier: ModuleType, tmp_path: Path) -> None:
     fast = _point("lastfm", 32, 64, 1, 0.25, "fast", valid=0.30) | {"run": "fast-run"}
     ff = _point("lastfm", 4, 64, 1, 0.26, "from-float", valid=0.6) | {"parent_run": "fast-run", "parent_train_seconds": 120.0}
