@@ -24,8 +24,8 @@ and seed instead (the one validation picked; run it first): a short quantization
 from its checkpoint, the 36 B / 20 B recipes' warm runs (:data:`FROM_FLOAT_SETTINGS`); such a point
 competes with the from-scratch schedules on validation like any other, and its "train min" adds
 its float model's. A probe of it (``--schedule from-float-TAG --override JSON``, e.g. float users
-and distillation) fine-tunes the same parent with those settings on top, and stays out of the table. Gowalla's float32 points also try ``k8``, the 256 B recipe (BPR over 8
-negatives, 220 epochs). ``--schedule long`` (float32 only) is LightGCN's own schedule (Adam lr 1e-3,
+and distillation) fine-tunes the same parent with those settings on top, and stays out of the
+table. Gowalla's float32 points also try ``k8``, the 256 B recipe (BPR over 8 negatives, 220 epochs). ``--schedule long`` (float32 only) is LightGCN's own schedule (Adam lr 1e-3,
 constant, up to 1,000 epochs, early stopping): a "best float32" reference of a dataset beside
 the equal-epoch one (Gowalla's, 0.1831 after 220 epochs of BPR over 8 negatives, is taken from BENCHMARKS.md).
 
@@ -345,13 +345,18 @@ def current_points(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _best_by_valid(points: list[dict[str, Any]]) -> dict[tuple[str, int, int, int], dict[str, Any]]:
     chosen: dict[tuple[str, int, int, int], dict[str, Any]] = {}
-    for p in points:
-        ds, bits, dim, seed, schedule = point_key(p)
-        if ds in DATASETS and (schedule in DATASETS[ds].candidates(bits) or schedule == FROM_FLOAT):
-            best = chosen.get((ds, bits, dim, seed))
-            if best is None or p["valid"]["recall@20"] > best["valid"]["recall@20"]:
-                chosen[(ds, bits, dim, seed)] = p
+    for p in filter(races, points):
+        key = point_key(p)[:4]
+        if key not in chosen or p["valid"]["recall@20"] > chosen[key]["valid"]["recall@20"]:
+            chosen[key] = p
     return chosen
+
+
+def races(point: dict[str, Any]) -> bool:
+    """Whether a point races on validation for its cell: one of its dataset's candidate schedules
+    or ``from-float`` (not a probe, nor the ``long`` reference)."""
+    ds, bits, _, _, schedule = point_key(point)
+    return ds in DATASETS and (schedule in DATASETS[ds].candidates(bits) or schedule == FROM_FLOAT)
 
 
 def schedules_run(points: list[dict[str, Any]]) -> dict[tuple[str, int, int, int], set[str]]:
@@ -359,9 +364,8 @@ def schedules_run(points: list[dict[str, Any]]) -> dict[tuple[str, int, int, int
     (the dataset's candidates and ``from-float``; stale from-float points not counted)."""
     out: dict[tuple[str, int, int, int], set[str]] = {}
     for p in current_points(points):
-        ds, bits, dim, seed, schedule = point_key(p)
-        if ds in DATASETS and (schedule in DATASETS[ds].candidates(bits) or schedule == FROM_FLOAT):
-            out.setdefault((ds, bits, dim, seed), set()).add(schedule)
+        if races(p):
+            out.setdefault(point_key(p)[:4], set()).add(p["schedule"])
     return out
 
 
