@@ -205,13 +205,18 @@ def from_float_settings(dataset: str, bits: int, dim: int, seed: int) -> dict[st
             "patience": 4, "delta_every": 5, "estimator": "gste", **s, "bits": bits, "dim": dim, "seed": seed}
 
 
-def float_parent(points: list[dict[str, Any]], dataset: str, dim: int, seed: int) -> dict[str, Any]:
+def float_parent(points: list[dict[str, Any]], dataset: str, dim: int, seed: int, models: Path | None = None) -> dict[str, Any]:
     """The float32 point a ``from-float`` point fine-tunes: same dataset, dim and seed, the
-    schedule validation picked (:func:`choose_by_valid`); a clear error when it has not run."""
+    schedule validation picked (:func:`choose_by_valid`); a clear error when it has not run or,
+    given the ``models`` folder, when its weights are not there (the JSONL is committed, the
+    checkpoints are not: a fresh clone has the records only)."""
     parent = choose_by_valid(points).get((dataset, FLOAT_BITS, dim, seed))
     if parent is None:
         raise SystemExit(f"{dataset} d{dim} s{seed}: --schedule {FROM_FLOAT} needs the float32 point first: "
                          f"bench/frontier.py --dataset {dataset} --bits 32 --dim {dim} --seed {seed}")
+    if models is not None and not (weights := models / parent["run"] / "best.pt").is_file():
+        raise SystemExit(f"{dataset} d{dim} s{seed}: the float32 point {parent['run']} is recorded but {weights} is missing "
+                         f"(checkpoints are not committed): pass the --out folder that trained it")
     return parent
 
 
@@ -250,7 +255,7 @@ def run_point(dataset: str, bits: int, dim: int, seed: int, schedule: str, data_
         train_pairs, test_pairs = ds.load(data_root)
         write_carved_split(wd.splits / snapshot, train_pairs, test_pairs, ds.valid_ratio, 2024)
     settings = train_settings(dataset, bits, dim, seed, schedule, override)
-    parent = float_parent(read_points(points), dataset, dim, seed) if is_from_float(schedule) else None
+    parent = float_parent(read_points(points), dataset, dim, seed, wd.models) if is_from_float(schedule) else None
     name = f"{dataset}-b{bits}-d{dim}-s{seed}-{schedule}"
     if parent is not None:  # one run per parent: a better float32 point later gets a fresh fine-tune, not a resume
         settings["init_from"] = parent["run"]

@@ -113,7 +113,7 @@ def test_missing_picked_follows_validation_at_other_seeds(frontier: ModuleType, 
                                       ("ml100k", 2, 64, 2, "fast"), ("ml100k", 2, 64, 2, "slow")]
 
 
-def test_from_float_points_fine_tune_the_picked_float_point(frontier: ModuleType) -> None:
+def test_from_float_points_fine_tune_the_picked_float_point(frontier: ModuleType, tmp_path: Path) -> None:
     four = frontier.train_settings("lastfm", 4, 64, 3, frontier.FROM_FLOAT)
     assert (four["epochs"], four["lr"], four["float_warmup_epochs"], four["batch_size"], four["seed"]) == (10, 2e-3, 0, 2048, 3)
     one = frontier.train_settings("gowalla", 1, 128, 3, frontier.FROM_FLOAT)
@@ -125,6 +125,11 @@ def test_from_float_points_fine_tune_the_picked_float_point(frontier: ModuleType
     assert frontier.float_parent(floats, "lastfm", 64, 3)["run"] == "slow-run"  # validation picks the parent
     with pytest.raises(SystemExit, match="needs the float32 point first: .*--bits 32 --dim 128 --seed 3"):
         frontier.float_parent(floats, "lastfm", 128, 3)
+    (tmp_path / "slow-run").mkdir()
+    with pytest.raises(SystemExit, match=r"slow-run is recorded but .*slow-run/best.pt is missing .*--out"):
+        frontier.float_parent(floats, "lastfm", 64, 3, tmp_path)  # a fresh clone: the record, not the weights
+    (tmp_path / "slow-run" / "best.pt").write_bytes(b"")
+    assert frontier.float_parent(floats, "lastfm", 64, 3, tmp_path)["run"] == "slow-run"
 
 
 def test_a_from_float_probe_fine_tunes_with_its_override_and_stays_out_of_the_table(frontier: ModuleType) -> None:
