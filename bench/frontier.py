@@ -25,7 +25,8 @@ from its checkpoint, the 36 B / 20 B recipes' warm runs (:data:`FROM_FLOAT_SETTI
 competes with the from-scratch schedules on validation like any other, and its "train min" adds
 its float model's. A probe of it (``--schedule from-float-TAG --override JSON``, e.g. float users
 and distillation) fine-tunes the same parent with those settings on top, and stays out of the
-table. Gowalla's float32 points also try ``k8``, the 256 B recipe (BPR over 8 negatives, 220 epochs). ``--schedule long`` (float32 only) is LightGCN's own schedule (Adam lr 1e-3,
+table. Gowalla's float32 points also try ``k8``, the 256 B recipe (BPR over 8 negatives, 220
+epochs). ``--schedule long`` (float32 only) is LightGCN's own schedule (Adam lr 1e-3,
 constant, up to 1,000 epochs, early stopping): a "best float32" reference of a dataset beside
 the equal-epoch one (Gowalla's, 0.1831 after 220 epochs of BPR over 8 negatives, is taken from BENCHMARKS.md).
 
