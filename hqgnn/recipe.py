@@ -48,7 +48,7 @@ class TrainRecipe(BaseModel):
     seed: int = 2024
     amp: bool = False  # mixed precision on CUDA only
     eval_every: int = Field(1, ge=1)
-    patience: int = Field(10, ge=1)
+    patience: int | None = Field(10, ge=1)  # evaluations without a gain before training stops; None: never stop early (the best epoch is still kept)
     delta_every: int = Field(5, ge=1)  # epochs between Hutchinson re-estimates of GSTE's delta
     delta_scale: float = Field(1.0, ge=0)  # multiplier on the formula's delta (open question, see method.md)
     delta_granularity: DeltaGranularity = "table"  # one delta per table (users, items), or one per embedding dimension from the Hessian diagonal

@@ -306,7 +306,7 @@ class Trainer:
             })
         elif self.quantizing or not self.quantized:  # a float warm-up never stops early: the quantizer has not started
             self.bad_evals += 1
-            if self.bad_evals >= self.cfg.patience:
+            if self.cfg.patience is not None and self.bad_evals >= self.cfg.patience:
                 self.status = "early_stopped"
 
     def _record(self, epoch: int, loss: float, lr: float, valid: dict[str, float] | None, seconds: float) -> dict[str, Any]:

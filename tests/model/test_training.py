@@ -26,7 +26,7 @@ from hqgnn.quant import fake_quantize
 from hqgnn.rotation import itq_rotation, quantization_loss, rotate_parameter
 from hqgnn.sampler import BPRSampler, hardest_negatives
 from hqgnn.synthetic import SyntheticSpec, generate_interactions
-from hqgnn.trainer import Trainer, resolve_device
+from hqgnn.trainer import EVAL_KS, Trainer, resolve_device
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -156,6 +156,23 @@ def test_run_files_history_and_loaded_run(workdir: WorkDir) -> None:
     assert int(q.codes.min()) >= -8 and int(q.codes.max()) <= 7
     with pytest.raises(InputError, match="already exists"):
         train(workdir, TrainConfig(bits=4, estimator="gste", epochs=3, run="files", **FAST))
+
+
+@pytest.mark.parametrize(("patience", "epochs_run", "status"), [(2, 3, "early_stopped"), (None, 6, "completed")],
+                         ids=["patience-2", "patience-none"])
+def test_patience_stops_after_that_many_evaluations_without_a_gain_and_none_never_stops(
+    workdir: WorkDir, monkeypatch: pytest.MonkeyPatch, patience: int | None, epochs_run: int, status: str,
+) -> None:
+    scripted = iter([0.5, 0.4, 0.4, 0.45, 0.3, 0.3])  # validation Recall@20 per epoch: one gain, at epoch 1, then none
+
+    def evaluate(self: Trainer, split: str = "valid") -> dict[str, float]:
+        value = next(scripted) if split == "valid" else 0.0
+        return {f"{metric}@{k}": value for metric in ("recall", "ndcg") for k in EVAL_KS}
+
+    monkeypatch.setattr(Trainer, "evaluate", evaluate)
+    res = train(workdir, TrainConfig(bits=32, epochs=6, patience=patience, run=f"patience-{patience}", **FAST))
+    assert (res.epochs_run, res.status, res.best_epoch) == (epochs_run, status, 1)
+    assert res.best_valid["recall@20"] == 0.5  # the best epoch is kept either way
 
 
 @pytest.mark.parametrize(("warmup", "hard"), [(0, {}), (2, {}), (1, {"negative_candidates": 4, "hard_negatives_from_epoch": 1})],
