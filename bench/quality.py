@@ -37,6 +37,13 @@ from hqgnn.metrics import evaluate_ranking  # noqa: E402
 from hqgnn.quant import quantize  # noqa: E402
 from hqgnn.rotation import itq_rotation  # noqa: E402
 
+NEVER_STOP = -1  # --patience none: never stop early (TrainConfig.patience None); argparse's None means "not given"
+
+
+def _patience(value: str) -> int:
+    """``--patience``: a count of evaluations, or ``none`` (never stop early; the best epoch is still kept)."""
+    return NEVER_STOP if value.lower() in ("none", "null") else int(value)
+
 
 def read_lightgcn(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """``user item item …`` lines → parallel int64 arrays of users and items."""
@@ -118,14 +125,15 @@ def main() -> None:
     ap.add_argument("--ptq-bits", type=int, default=None, help="with --eval-only on a float run: also score its embeddings "
                     "quantized after training to this width, as they are and after an ITQ rotation (no quantization-aware training)")
     for name, typ in [("bits", int), ("estimator", str), ("epochs", int), ("batch-size", int), ("lr", float),
-                      ("lr-schedule", str), ("lr-min", float), ("l2", float), ("eval-every", int), ("patience", int),
+                      ("lr-schedule", str), ("lr-min", float), ("l2", float), ("eval-every", int), ("patience", _patience),
                       ("delta-scale", float), ("delta-every", int), ("seed", int), ("device", str), ("layers", int), ("dim", int),
                       ("float-warmup-epochs", int), ("itq-rotation", int), ("delta-granularity", str),
                       ("negative-candidates", int), ("hard-negatives-from-epoch", int),
                       ("refine-user-codes", int), ("refine-temperature", float), ("refine-top-items", int),
                       ("loss", str), ("bpr-negatives", int), ("softmax-negatives", int), ("softmax-temperature", float),
                       ("init-from", str), ("warm-epochs", int), ("warm-lr", float), ("warm-carry-users", int), ("float-users", int),
-                      ("distill-top", int), ("distill-weight", float), ("distill-decay", float)]:
+                      ("distill-top", int), ("distill-weight", float), ("distill-decay", float),
+                      ("distill-from", str)]:
         ap.add_argument(f"--{name}", type=typ, default=None)
     args = ap.parse_args()
     if args.threads:
@@ -134,6 +142,8 @@ def main() -> None:
     snapshot = f"{args.data.name}-v{args.valid_ratio}-s{args.split_seed}"
     prepare_split(args.data, wd.splits / snapshot, args.valid_ratio, args.split_seed)
     fields = {k: v for k, v in vars(args).items() if v is not None and k in TrainConfig.model_fields}
+    if fields.get("patience") == NEVER_STOP:
+        fields["patience"] = None
     cfg = TrainConfig(**{**fields, "snapshot": snapshot, "resume": args.resume})
     t0 = time.perf_counter()
     if args.eval_only:

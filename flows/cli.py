@@ -195,6 +195,7 @@ def train(
     nproc: Annotated[int | None, typer.Option("--nproc", help="Data-parallel processes via torchrun (gloo on CPU, NCCL per GPU); the batch size stays the global batch. With --resume: default the run's.")] = None,
     init_from: Annotated[str | None, typer.Option("--init-from", help="Warm start: none (cold, default), published (the run behind the published codes of this width), latest, or a run name; rows matched by original id.")] = None,
     warm_epochs: Annotated[int | None, typer.Option("--warm-epochs", help="Epochs of a warm-started run (default: --epochs).")] = None,
+    distill_from: Annotated[str | None, typer.Option("--distill-from", help="With distill_top > 0: whose ranking the codes learn: parent (the warm start's float parent, default) or the name of a trained float32 run of any width, e.g. a wider one.")] = None,
     warm_lr: Annotated[float | None, typer.Option("--warm-lr", help="Learning rate of a warm-started run (default: --lr of the config); fine-tuning a converged model wants a smaller one.")] = None,
     float_users: Annotated[bool | None, typer.Option("--float-users/--user-codes", help="Ship the users as float32 vectors against the item codes (quantize the items only; more quality at the same bytes per item, a float product instead of popcount) or as codes of --bits (default: the config's, else codes).")] = None,
     workdir: WorkdirOpt = DEFAULT_WORKDIR,
@@ -210,7 +211,7 @@ def train(
             load_pipeline_config(config).train,
             bits=bits, estimator=estimator, epochs=epochs, device=device, resume=resume or None,
             run=run, snapshot=snapshot, seed=seed, nproc=nproc, init_from=init_from, warm_epochs=warm_epochs,
-            warm_lr=warm_lr, float_users=float_users,
+            warm_lr=warm_lr, float_users=float_users, distill_from=distill_from,
         )
         with workdir_lock(workdir, "train", wait):
             return run_train(WorkDir(workdir), cfg)

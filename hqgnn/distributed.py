@@ -140,8 +140,10 @@ class DistributedTrainer(Trainer):
         on_step: Callable[[int, int], None] | None = None,
         on_refine: Callable[[dict[str, Any]], None] | None = None,
         initial_embedding: Tensor | None = None,
+        teacher_embedding: Tensor | None = None,
+        teacher_layers: int | None = None,
     ) -> None:
-        super().__init__(cfg, data, run_dir, ctx.device, on_epoch, on_step, on_refine, initial_embedding)
+        super().__init__(cfg, data, run_dir, ctx.device, on_epoch, on_step, on_refine, initial_embedding, teacher_embedding, teacher_layers)
         self.ctx = ctx
         self.writes_files = ctx.rank == 0
         self.shards = ShardedSampler(self.sampler, ctx.rank, ctx.world_size)

@@ -55,7 +55,7 @@ class TrainRecipe(BaseModel):
     float_warmup_epochs: int = Field(0, ge=0)  # quantized runs: first epochs train float32, then the quantizer switches on (float32 runs: ignored)
     itq_rotation: bool = True  # at that switch, rotate the embeddings so sign codes lose less (hqgnn.rotation)
     float_users: bool = False  # quantized runs: users stay float32 vectors, only the items are quantized (scores s_i <e_u, q_i>; no user codes to refine)
-    distill_top: int = Field(0, ge=0)  # warm runs from a float parent: > 0 adds a BPR term for each user's top this many items under the parent's ranking (hqgnn.distill); 0: off; cold runs: ignored
+    distill_top: int = Field(0, ge=0)  # > 0 adds a BPR term for each user's top this many items under a float teacher's ranking (hqgnn.distill): a warm run's float parent, or the trainer's teacher_embedding; 0: off
     distill_weight: float = Field(1.0, ge=0)  # that term's weight against the main BPR term
     distill_decay: float = Field(10.0, gt=0)  # a teacher item of rank r is drawn with weight exp(-r / distill_decay)
     refine_user_codes: int = Field(0, ge=0)  # 1-bit runs: after training, up to this many rounds of greedy user-code bit flips (hqgnn.code_refinement), the count kept chosen on validation (other widths: ignored, so one config serves a sweep)

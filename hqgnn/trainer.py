@@ -35,6 +35,7 @@ from hqgnn.graph import normalized_adjacency
 from hqgnn.history import write_history
 from hqgnn.loss import bpr_loss, l2_penalty, sampled_softmax_loss
 from hqgnn.metrics import evaluate_ranking
+from hqgnn.propagation import lightgcn_propagate
 from hqgnn.quant import fake_quantize
 from hqgnn.recipe import TrainRecipe
 from hqgnn.rotation import itq_rotation, rotate_parameter
@@ -77,8 +78,11 @@ class Trainer:
     users; ``on_refine(record)`` after each refinement round. ``restore()`` continues from ``last.pt``.
     ``initial_embedding`` ``[num_users + num_items, dim]`` (users first): the layer-0 table to start
     from instead of the random one (a warm start, :mod:`hqgnn.warm_start`); optimizer state is fresh.
-    With ``distill_top > 0`` its propagated outputs rank the items once: the teacher of
-    :mod:`hqgnn.distill` (kept in ``last.pt`` for a resume; a cold run has none).
+    With ``distill_top > 0`` a float model's propagated outputs rank the items once: the teacher of
+    :mod:`hqgnn.distill` (kept in ``last.pt`` for a resume). The teacher is ``teacher_embedding``
+    ``[num_users + num_items, d_t]`` (a layer-0 table of any width ``d_t``, rows of this data,
+    propagated over ``teacher_layers``, default ``cfg.layers``) when given, else the warm start's
+    table; a cold run without ``teacher_embedding`` has none.
     Data-parallel runs use :class:`hqgnn.distributed.DistributedTrainer`.
     """
 
@@ -95,6 +99,8 @@ class Trainer:
         on_step: Callable[[int, int], None] | None = None,
         on_refine: Callable[[dict[str, Any]], None] | None = None,
         initial_embedding: Tensor | None = None,
+        teacher_embedding: Tensor | None = None,
+        teacher_layers: int | None = None,
     ) -> None:
         self.cfg, self.data, self.run_dir, self.device = cfg, data, Path(run_dir), device
         self.on_epoch, self.on_step, self.on_refine = on_epoch, on_step, on_refine
@@ -112,9 +118,13 @@ class Trainer:
             with torch.no_grad():
                 self.model.embedding.copy_(initial_embedding.to(device, torch.float32))
         self.teacher: TeacherRanking | None = None
-        if cfg.distill_top > 0 and initial_embedding is not None:  # the warm start's ranking, before any step moves it
+        source = teacher_embedding if teacher_embedding is not None else initial_embedding  # the warm start's: before any step moves it
+        if cfg.distill_top > 0 and source is not None:
+            if source.shape[0] != data.num_users + data.num_items:
+                raise ValueError(f"teacher_embedding has {source.shape[0]} rows, expected {data.num_users + data.num_items} (users + items)")
             with torch.no_grad():
-                users, items = self.model(self.adj)
+                out = lightgcn_propagate(self.adj, source.to(device, torch.float32), teacher_layers or cfg.layers)
+            users, items = out.split([data.num_users, data.num_items])
             self.teacher = TeacherRanking(teacher_positives(users, items, data.train, cfg.distill_top), cfg.distill_decay)
         self.teacher_generator = torch.Generator(device=device)  # its own stream: the sampler's stays that of a run without a teacher
         self.teacher_generator.manual_seed(cfg.seed + 1_000_003)

@@ -41,7 +41,7 @@ from hqgnn.checkpoint import load_checkpoint
 from hqgnn.dataset import SplitData
 from hqgnn.files import atomic_write_json
 from hqgnn.trainer import FitResult, Trainer, resolve_device
-from hqgnn.warm_start import warm_start
+from hqgnn.warm_start import WarmStart, warm_start
 
 
 @dataclass(frozen=True)
@@ -179,6 +179,8 @@ def train_in_process(workdir: WorkDir, cfg: TrainConfig, console: Console | None
     data = load_split(split_dir)
     require_valid(data, split_dir)
     initial, warm = warm_table(workdir, cfg, data, run_dir)
+    teacher, teacher_layers, taught = teacher_table(workdir, cfg, data, run_dir)
+    warm = {**warm, "teacher": taught} if taught else warm
     run_dir.mkdir(parents=True, exist_ok=True)
     if not cfg.resume:
         write_run_config(run_dir, cfg, data, split_dir, warm)
@@ -193,7 +195,7 @@ def train_in_process(workdir: WorkDir, cfg: TrainConfig, console: Console | None
             on_epoch=lambda r: progress.console.print(format_epoch(r, cfg), highlight=False, soft_wrap=True),
             on_step=lambda done, total: progress.update(task, completed=done, total=total, description=_stage_label(trainer)),
             on_refine=lambda r: progress.console.print(format_refinement(r), highlight=False, soft_wrap=True),
-            initial_embedding=initial,
+            initial_embedding=initial, teacher_embedding=teacher, teacher_layers=teacher_layers,
         )
         if cfg.resume and (run_dir / "last.pt").is_file():
             restore(trainer, run_dir)
@@ -209,15 +211,18 @@ def train_in_process(workdir: WorkDir, cfg: TrainConfig, console: Console | None
 
 
 def print_warm_start(console: Console, cfg: TrainConfig, warm: dict[str, Any], trainer: Trainer) -> None:
-    """The warm start's rows and, with ``distill_top``, whether the run learns its parent's ranking."""
+    """The warm start's rows and, with ``distill_top``, whose ranking the run learns (its parent's or
+    ``distill_from``'s), if any."""
     if warm.get("parent_run"):
         console.print(f"warm start from run {warm['parent_run']}: users {warm['users_carried']} carried, {warm['users_new']} new, "
                       f"{warm['users_dropped']} dropped; items {warm['items_carried']} carried, {warm['items_new']} new, "
                       f"{warm['items_dropped']} dropped", highlight=False)
     if cfg.distill_top > 0:
-        console.print(f"distilling the parent's ranking: each user's top {cfg.distill_top} unseen items, weight {cfg.distill_weight}, "
+        whose = "the parent's" if cfg.distill_from == "parent" else f"run {cfg.distill_from}'s"
+        console.print(f"distilling {whose} ranking: each user's top {cfg.distill_top} unseen items, weight {cfg.distill_weight}, "
                       f"decay {cfg.distill_decay}" if trainer.teacher is not None else
-                      f"distill_top {cfg.distill_top} unused: a cold run has no float parent whose ranking it could learn", highlight=False)
+                      f"distill_top {cfg.distill_top} unused: a cold run has no float parent whose ranking it could learn "
+                      "(name a float run with distill_from)", highlight=False)
 
 
 def resolve_parent(workdir: WorkDir, init_from: str, bits: int) -> Path | None:
@@ -251,8 +256,8 @@ def pin_warm_start(workdir: WorkDir, cfg: TrainConfig) -> TrainConfig:
     schedule applied (``epochs = warm_epochs``, ``lr = warm_lr`` where set; no float warm-up after a
     quantized parent: it already went through the switch; at most one float epoch after a float
     parent, which is a trained float model already: the epoch only places the quantizer's switch, and
-    the ITQ rotation with it; ``distill_top`` kept after a float parent only, whose ranking is the
-    teacher, :mod:`hqgnn.distill`). Unchanged for cold runs and when there is no parent yet, so one
+    the ITQ rotation with it; ``distill_top`` kept after a float parent, whose ranking is the
+    teacher, :mod:`hqgnn.distill`, or when ``distill_from`` names the teacher). Unchanged for cold runs and when there is no parent yet, so one
     recipe can hold a cold schedule (e.g. 30 float epochs from scratch) and a warm one (the trainer
     has no teacher without a warm start)."""
     parent = resolve_parent(workdir, cfg.init_from, cfg.bits) if cfg.warm else None
@@ -263,7 +268,7 @@ def pin_warm_start(workdir: WorkDir, cfg: TrainConfig) -> TrainConfig:
     warmup = min(cfg.float_warmup_epochs, 1) if is_float(parent_bits) else 0
     return cfg.model_copy(update={"init_from": parent.name, "epochs": epochs, "lr": cfg.warm_lr or cfg.lr,
                                   "float_warmup_epochs": min(warmup, max(epochs - 1, 0)),
-                                  "distill_top": cfg.distill_top if is_float(parent_bits) else 0})
+                                  "distill_top": cfg.distill_top if is_float(parent_bits) or cfg.distill_from != "parent" else 0})
 
 
 def warm_table(workdir: WorkDir, cfg: TrainConfig, data: SplitData, run_dir: Path) -> tuple[Any, dict[str, Any]]:
@@ -276,20 +281,51 @@ def warm_table(workdir: WorkDir, cfg: TrainConfig, data: SplitData, run_dir: Pat
     if parent is None:
         note = {} if not cfg.warm else {"note": f"init_from={cfg.init_from}: no such run yet, cold start"}
         return None, {"init_from": cfg.init_from, "parent_run": None, **note}
-    meta = json.loads((parent / "config.json").read_text())
     state = load_checkpoint(parent / "best.pt")
-    args = state["model_args"]
-    if int(args["dim"]) != cfg.dim:
-        raise InputError(f"init_from={cfg.init_from!r}: run {parent.name} has dim {args['dim']}, this run dim {cfg.dim}; "
+    if int(state["model_args"]["dim"]) != cfg.dim:
+        raise InputError(f"init_from={cfg.init_from!r}: run {parent.name} has dim {state['model_args']['dim']}, this run dim {cfg.dim}; "
                          "a warm start needs the same width (or init_from: none)")
-    table = state["model"]["embedding"].float()
-    prev_users, prev_items = table[: args["num_users"]], table[args["num_users"] :]
-    prev_user_ids, prev_item_ids = read_id_maps((parent / meta["split_dir"]).resolve())
-    ws = warm_start(prev_users, prev_items, prev_user_ids, prev_item_ids, data.user_ids, data.item_ids, data.train,
-                    cfg.warm_new_rows, seed=cfg.seed, carry_users=cfg.warm_carry_users)
+    ws, meta = carried_table(parent, state, data, cfg.warm_new_rows, cfg.seed, cfg.warm_carry_users)
     record = {"init_from": cfg.init_from, "parent_run": parent.name, "parent_snapshot": meta.get("snapshot"),
               "parent_best_epoch": int(state["epoch"]), **ws.counts()}
     return ws.embedding, record
+
+
+def carried_table(run_dir: Path, state: dict[str, Any], data: SplitData, new_rows: str, seed: int,
+                  carry_users: bool = True) -> tuple[WarmStart, dict[str, Any]]:
+    """A trained run's layer-0 table (``state``: its ``best.pt``) on this split's rows, matched by
+    original id (:func:`hqgnn.warm_start.warm_start`), and the run's ``config.json``."""
+    meta = json.loads((run_dir / "config.json").read_text())
+    args = state["model_args"]
+    table = state["model"]["embedding"].float()
+    prev_users, prev_items = table[: args["num_users"]], table[args["num_users"] :]
+    prev_user_ids, prev_item_ids = read_id_maps((run_dir / meta["split_dir"]).resolve())
+    ws = warm_start(prev_users, prev_items, prev_user_ids, prev_item_ids, data.user_ids, data.item_ids, data.train,
+                    new_rows, seed=seed, carry_users=carry_users)
+    return ws, meta
+
+
+def teacher_table(workdir: WorkDir, cfg: TrainConfig, data: SplitData, run_dir: Path) -> tuple[Any, int | None, dict[str, Any]]:
+    """The layer-0 table ``[U + I, d_t]`` and depth of the float run ``distill_from`` names, on this
+    split's rows, and its record (``warm_start.teacher`` in config/summary). ``(None, None, {})``
+    with ``distill_from: parent`` (the trainer takes the warm start's table), with ``distill_top``
+    0, and on a resume (the teacher's positives are in ``last.pt``)."""
+    if cfg.distill_from == "parent" or cfg.distill_top == 0 or (cfg.resume and (run_dir / "last.pt").is_file()):
+        return None, None, {}
+    teacher = workdir.models / cfg.distill_from
+    if not (teacher / "best.pt").is_file():
+        raise InputError(f"distill_from={cfg.distill_from!r}: no such trained run ({teacher / 'best.pt'} is missing); "
+                         "name a float32 run in models/, or use parent (the warm start's float parent)")
+    state = load_checkpoint(teacher / "best.pt")
+    bits = int(state["config"]["bits"])
+    if not is_float(bits):
+        raise InputError(f"distill_from={cfg.distill_from!r}: run {teacher.name} is a {bits}-bit model; the teacher must be a "
+                         "float32 run (bits 32), whose ranking the codes learn")
+    ws, meta = carried_table(teacher, state, data, "neighbours", cfg.seed)
+    args = state["model_args"]
+    record = {"distill_from": teacher.name, "teacher_dim": int(args["dim"]), "teacher_layers": int(args["layers"]),
+              "teacher_snapshot": meta.get("snapshot"), "teacher_best_epoch": int(state["epoch"]), **ws.counts()}
+    return ws.embedding, int(args["layers"]), record
 
 
 def format_epoch(r: dict[str, Any], cfg: TrainConfig) -> str:

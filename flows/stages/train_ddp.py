@@ -38,6 +38,7 @@ from flows.stages.train import (
     print_warm_start,
     require_valid,
     restore,
+    teacher_table,
     warm_table,
     write_run_config,
     write_summary,
@@ -102,6 +103,8 @@ def run_worker(workdir: WorkDir, cfg: TrainConfig) -> TrainResult | None:
         data = load_split(split_dir)
         require_valid(data, split_dir)
         initial, warm = warm_table(workdir, cfg, data, run_dir)  # the same table on every rank (seeded; rank 0's broadcast)
+        teacher, teacher_layers, taught = teacher_table(workdir, cfg, data, run_dir)  # likewise: seeded, the same on every rank
+        warm = {**warm, "teacher": taught} if taught else warm
         lead = ctx.rank == 0
         console = Console(stderr=True, quiet=not lead)
         if lead:
@@ -111,7 +114,7 @@ def run_worker(workdir: WorkDir, cfg: TrainConfig) -> TrainResult | None:
         started = time.perf_counter()
         trainer = DistributedTrainer(cfg, data, run_dir, ctx, on_epoch=lambda r: console.print(format_epoch(r, cfg), highlight=False),
                                      on_refine=lambda r: console.print(format_refinement(r), highlight=False),
-                                     initial_embedding=initial)
+                                     initial_embedding=initial, teacher_embedding=teacher, teacher_layers=teacher_layers)
         if cfg.resume and (run_dir / "last.pt").is_file():
             restore(trainer, run_dir)
             console.print(f"resuming {run_dir.name} after epoch {trainer.epoch}", highlight=False)

@@ -1,5 +1,6 @@
 """Ranking distillation (issue 19, hqgnn.distill): the teacher's positives, their draw, the distilled
-step, where the teacher applies (warm runs from a float parent only) and a resume that keeps it."""
+step, where the teacher applies (warm runs from a float parent, or the float run ``distill_from``
+names), its errors, and a resume that keeps it."""
 
 from __future__ import annotations
 
@@ -16,12 +17,15 @@ from kill_fixtures import train_killed_after_epoch
 from split_fixtures import N_ITEMS, N_USERS, tiny_split
 
 from flows.config import TrainConfig
+from flows.errors import InputError
 from flows.split_files import load_split
 from flows.stages.train import pin_warm_start, train
 from flows.workdir import WorkDir
 from hqgnn.checkpoint import load_checkpoint
 from hqgnn.distill import TeacherRanking, teacher_positives
+from hqgnn.graph import normalized_adjacency
 from hqgnn.loss import bpr_loss, l2_penalty
+from hqgnn.propagation import lightgcn_propagate
 from hqgnn.quant import fake_quantize
 from hqgnn.trainer import Trainer
 
@@ -134,6 +138,46 @@ def test_a_killed_distilling_run_resumes_with_its_teacher(parents: WorkDir, monk
     a, b = load_checkpoint(full.path / "last.pt"), load_checkpoint(resumed.path / "last.pt")
     assert b["epoch"] == 3 and b["teacher"].dtype == torch.int32 and torch.equal(a["teacher"], b["teacher"])
     assert torch.equal(a["model"]["embedding"], b["model"]["embedding"])  # the same steps: the same draws from the same teacher
+
+
+@pytest.fixture(scope="module")
+def wide(parents: WorkDir) -> WorkDir:
+    """``parents`` plus `wide`: a float32 run of another width (24) than the runs it teaches (16)."""
+    train(parents, TrainConfig(run="wide", bits=32, epochs=4, **{**FAST, "dim": 24}))
+    return parents
+
+
+def _ranking_of(wd: WorkDir, run: str, top: int) -> torch.Tensor:
+    """``[U, top]``: the float run's propagated ranking on splits/tiny, computed here from its best.pt."""
+    state = load_checkpoint(wd.models / run / "best.pt")
+    data = load_split(wd.split(None))
+    out = lightgcn_propagate(normalized_adjacency(data.train, torch.device("cpu")), state["model"]["embedding"], state["model_args"]["layers"])
+    return teacher_positives(*out.split([data.num_users, data.num_items]), data.train, top)
+
+
+def test_distill_from_names_a_wider_float_teacher_than_the_parent(wide: WorkDir) -> None:
+    recipe = dict(bits=1, epochs=2, float_users=True, distill_top=8, **FAST)
+    warm = train(wide, TrainConfig(run="taught-by-wide", init_from="float", distill_from="wide", **recipe))
+    record = json.loads((warm.path / "config.json").read_text())["warm_start"]
+    assert record["parent_run"] == "float" and record["teacher"]["distill_from"] == "wide" and record["teacher"]["teacher_dim"] == 24
+    assert record["teacher"]["users_carried"] == N_USERS and record["teacher"]["items_carried"] == N_ITEMS
+    teacher = load_checkpoint(warm.path / "last.pt")["teacher"].long()
+    assert torch.equal(teacher, _ranking_of(wide, "wide", 8))
+    assert not torch.equal(teacher, _ranking_of(wide, "float", 8))  # not the parent's ranking
+    cold = train(wide, TrainConfig(run="cold-taught-by-wide", distill_from="wide", **recipe))  # no parent: the named teacher still applies
+    assert torch.equal(load_checkpoint(cold.path / "last.pt")["teacher"].long(), teacher)
+
+
+def test_distill_from_a_missing_or_quantized_run_is_one_clear_error(parents: WorkDir) -> None:
+    recipe = dict(bits=1, epochs=1, float_users=True, distill_top=8, init_from="float", **FAST)
+    with pytest.raises(InputError, match=r"distill_from='gone': no such trained run .*best\.pt is missing"):
+        train(parents, TrainConfig(run="teacher-gone", distill_from="gone", **recipe))
+    with pytest.raises(InputError, match="run one-bit is a 1-bit model; the teacher must be a float32 run"):
+        train(parents, TrainConfig(run="teacher-quantized", distill_from="one-bit", **recipe))
+    assert not (parents.models / "teacher-gone").exists() and not (parents.models / "teacher-quantized").exists()
+    data = load_split(parents.split(None))
+    with pytest.raises(ValueError, match="teacher_embedding has 3 rows"):
+        Trainer(TrainConfig(bits=1, distill_top=4, **FAST), data, parents.root / "unused", torch.device("cpu"), teacher_embedding=torch.zeros(3, 16))
 
 
 @pytest.mark.slow
