@@ -25,7 +25,8 @@ from its checkpoint, the 36 B / 20 B recipes' warm runs (:data:`FROM_FLOAT_SETTI
 competes with the from-scratch schedules on validation like any other, and its "train min" adds
 its float model's. A probe of it (``--schedule from-float-TAG --override JSON``, e.g. float users
 and distillation) fine-tunes the same parent with those settings on top, and stays out of the
-table. Gowalla's float32 points also try ``k8``, the 256 B recipe (BPR over 8 negatives, 220
+table; its override ``"distill_from_dim": D`` distills the ranking of the float32 point of width D
+(same dataset and seed, the one validation picked; run it first) instead of the parent's. Gowalla's float32 points also try ``k8``, the 256 B recipe (BPR over 8 negatives, 220
 epochs). ``--schedule long`` (float32 only) is LightGCN's own schedule (Adam lr 1e-3,
 constant, up to 1,000 epochs, early stopping): a "best float32" reference of a dataset beside
 the equal-epoch one (Gowalla's, 0.1831 after 220 epochs of BPR over 8 negatives, is taken from BENCHMARKS.md).
@@ -221,6 +222,18 @@ def float_parent(points: list[dict[str, Any]], dataset: str, dim: int, seed: int
     return parent
 
 
+def with_teacher(settings: dict[str, Any], points: list[dict[str, Any]], dataset: str, seed: int, models: Path | None = None) -> dict[str, Any]:
+    """A probe's settings with ``distill_from_dim: D`` (an override) replaced by ``distill_from``:
+    the run of the float32 point of width D at this dataset and seed that validation picked
+    (:func:`float_parent`); unchanged without it."""
+    if "distill_from_dim" not in settings:
+        return settings
+    out = dict(settings)
+    teacher_dim = int(out.pop("distill_from_dim"))
+    out["distill_from"] = float_parent(points, dataset, teacher_dim, seed, models)["run"]
+    return out
+
+
 def point_key(rec: dict[str, Any]) -> tuple[str, int, int, int, str]:
     return rec["dataset"], int(rec["bits"]), int(rec["dim"]), int(rec["seed"]), rec["schedule"]
 
@@ -261,6 +274,7 @@ def run_point(dataset: str, bits: int, dim: int, seed: int, schedule: str, data_
     if parent is not None:  # one run per parent: a better float32 point later gets a fresh fine-tune, not a resume
         settings["init_from"] = parent["run"]
         name += f"-of-{parent['schedule']}"
+    settings = with_teacher(settings, read_points(points), dataset, seed, wd.models)
     resume = (wd.models / name / "config.json").is_file()
     cfg = TrainConfig(**settings, snapshot=snapshot, run=name, resume=resume)
     started, t0 = datetime.now(UTC), time.perf_counter()

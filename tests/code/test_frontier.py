@@ -141,6 +141,19 @@ def test_a_from_float_probe_fine_tunes_with_its_override_and_stays_out_of_the_ta
     assert frontier.choose_by_valid([floats, probe]) == {("gowalla", 32, 64, 3): floats}  # a probe never enters the frontier
 
 
+def test_a_probes_distill_from_dim_names_the_picked_float_point_of_that_width(frontier: ModuleType) -> None:
+    floats = [_point("lastfm", 32, 112, 3, 0.26, "fast", valid=0.30) | {"run": "wide-fast"},
+              _point("lastfm", 32, 112, 3, 0.25, "slow", valid=0.33) | {"run": "wide-slow"},
+              _point("lastfm", 32, 64, 3, 0.24, "slow", valid=0.31) | {"run": "narrow"}]
+    settings = frontier.train_settings("lastfm", 1, 64, 3, "from-float-t", {"float_users": True, "distill_top": 50, "distill_from_dim": 112})
+    taught = frontier.with_teacher(settings, floats, "lastfm", 3)
+    assert taught["distill_from"] == "wide-slow" and "distill_from_dim" not in taught  # validation picks the teacher, not test
+    assert "distill_from_dim" in settings  # the caller's settings are left as they were
+    assert frontier.with_teacher({"bits": 1}, floats, "lastfm", 3) == {"bits": 1}
+    with pytest.raises(SystemExit, match="needs the float32 point first: .*--dim 128 --seed 3"):
+        frontier.with_teacher({**settings, "distill_from_dim": 128}, floats, "lastfm", 3)
+
+
 def test_from_float_competes_on_valid_and_counts_its_parent_minutes(frontier: ModuleType, tmp_path: Path) -> None:
     ff = _point("lastfm", 4, 64, 1, 0.26, "from-float", valid=0.6) | {"parent_train_seconds": 120.0}
     points = [_point("lastfm", 32, 64, 1, 0.25), _point("lastfm", 4, 64, 1, 0.24, "fast", valid=0.5), ff]
