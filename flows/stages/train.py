@@ -41,7 +41,7 @@ from hqgnn.checkpoint import load_checkpoint
 from hqgnn.dataset import SplitData
 from hqgnn.files import atomic_write_json
 from hqgnn.trainer import FitResult, Trainer, resolve_device
-from hqgnn.warm_start import WarmStart, warm_start
+from hqgnn.warm_start import NewRows, WarmStart, warm_start
 
 
 @dataclass(frozen=True)
@@ -257,9 +257,10 @@ def pin_warm_start(workdir: WorkDir, cfg: TrainConfig) -> TrainConfig:
     quantized parent: it already went through the switch; at most one float epoch after a float
     parent, which is a trained float model already: the epoch only places the quantizer's switch, and
     the ITQ rotation with it; ``distill_top`` kept after a float parent, whose ranking is the
-    teacher, :mod:`hqgnn.distill`, or when ``distill_from`` names the teacher). Unchanged for cold runs and when there is no parent yet, so one
-    recipe can hold a cold schedule (e.g. 30 float epochs from scratch) and a warm one (the trainer
-    has no teacher without a warm start)."""
+    teacher, :mod:`hqgnn.distill`, or when ``distill_from`` names the teacher). Unchanged for cold
+    runs and when there is no parent yet, so one recipe can hold a cold schedule (e.g. 30 float
+    epochs from scratch) and a warm one (without a warm start the trainer has no teacher unless
+    ``distill_from`` names one)."""
     parent = resolve_parent(workdir, cfg.init_from, cfg.bits) if cfg.warm else None
     if parent is None:
         return cfg
@@ -291,7 +292,7 @@ def warm_table(workdir: WorkDir, cfg: TrainConfig, data: SplitData, run_dir: Pat
     return ws.embedding, record
 
 
-def carried_table(run_dir: Path, state: dict[str, Any], data: SplitData, new_rows: str, seed: int,
+def carried_table(run_dir: Path, state: dict[str, Any], data: SplitData, new_rows: NewRows, seed: int,
                   carry_users: bool = True) -> tuple[WarmStart, dict[str, Any]]:
     """A trained run's layer-0 table (``state``: its ``best.pt``) on this split's rows, matched by
     original id (:func:`hqgnn.warm_start.warm_start`), and the run's ``config.json``."""

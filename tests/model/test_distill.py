@@ -180,6 +180,23 @@ def test_distill_from_a_missing_or_quantized_run_is_one_clear_error(parents: Wor
         Trainer(TrainConfig(bits=1, distill_top=4, **FAST), data, parents.root / "unused", torch.device("cpu"), teacher_embedding=torch.zeros(3, 16))
 
 
+def test_cli_distill_from_reaches_the_run_and_a_missing_teacher_is_one_line(wide: WorkDir, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text(yaml.safe_dump({"train": dict(bits=1, epochs=1, float_users=True, distill_top=8, **FAST)}))
+    base = ["train", "--init-from", "float", "--workdir", str(wide.root), "--config", str(cfg_file)]
+    out = CliRunner().invoke(app, [*base, "--run", "cli-taught", "--distill-from", "wide"])
+    assert out.exit_code == 0, out.output
+    assert "distilling run wide's ranking: each user's top 8" in out.output
+    assert json.loads((wide.models / "cli-taught" / "config.json").read_text())["config"]["distill_from"] == "wide"
+    bad = CliRunner().invoke(app, [*base, "--run", "cli-untaught", "--distill-from", "nope"])
+    assert bad.exit_code != 0 and "distill_from='nope': no such trained run" in bad.output
+    assert not (wide.models / "cli-untaught").exists()
+
+
 @pytest.mark.slow
 def test_nproc_2_distilling_run_matches_one_process(parents: WorkDir, tmp_path: Path) -> None:
     cfg = dict(bits=1, epochs=2, float_users=True, distill_top=8, init_from="float", **FAST)
