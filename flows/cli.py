@@ -197,7 +197,7 @@ def train(
     warm_epochs: Annotated[int | None, typer.Option("--warm-epochs", help="Epochs of a warm-started run (default: --epochs).")] = None,
     warm_lr: Annotated[float | None, typer.Option("--warm-lr", help="Learning rate of a warm-started run (default: --lr of the config); fine-tuning a converged model wants a smaller one.")] = None,
     float_users: Annotated[bool | None, typer.Option("--float-users/--user-codes", help="Ship the users as float32 vectors against the item codes (quantize the items only; more quality at the same bytes per item, a float product instead of popcount) or as codes of --bits (default: the config's, else codes).")] = None,
-    distill_from: Annotated[str | None, typer.Option("--distill-from", help="With distill_top > 0: whose ranking the codes learn: parent (the warm start's float parent, default) or the name of a trained float32 run of any width, e.g. a wider one.")] = None,
+    distill_from: Annotated[str | None, typer.Option("--distill-from", help="With distill_top > 0: whose ranking the codes learn: parent (the warm start's float parent, default), best (the float32 run on this split with the best validation Recall@20) or the name of a trained float32 run of any width, e.g. a wider one.")] = None,
     workdir: WorkdirOpt = DEFAULT_WORKDIR,
     config: ConfigOpt = None,
     wait: WaitOpt = None,

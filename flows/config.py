@@ -112,8 +112,10 @@ class TrainConfig(TrainRecipe):
     warm_new_rows: Literal["neighbours", "random"] = "neighbours"  # init of users/items new to the snapshot (hqgnn.warm_start)
     warm_carry_users: bool = True  # False: carry only the parent's item rows, every user row the mean of its items' (hqgnn.warm_start)
     # Whose ranking a distilling run (distill_top > 0) learns: "parent" (the warm start's float parent;
-    # a cold run then has no teacher) or the name of a trained float32 run in models/ of any width,
-    # e.g. a wider, stronger float model than the one the run starts from (rows matched by original id).
+    # a cold run then has no teacher), "best" (the finished float32 run on the same split with the
+    # highest validation Recall@20, else the parent; pinned to it in config.json) or the name of a
+    # trained float32 run in models/ of any width, e.g. a wider, stronger float model than the one the
+    # run starts from (rows matched by original id).
     distill_from: str = Field("parent", min_length=1)
 
     @field_validator("run", "snapshot", "distill_from")

@@ -218,7 +218,7 @@ def print_warm_start(console: Console, cfg: TrainConfig, warm: dict[str, Any], t
                       f"{warm['users_dropped']} dropped; items {warm['items_carried']} carried, {warm['items_new']} new, "
                       f"{warm['items_dropped']} dropped", highlight=False)
     if cfg.distill_top > 0:
-        whose = "the parent's" if cfg.distill_from == "parent" else f"run {cfg.distill_from}'s"
+        whose = "the parent's" if cfg.distill_from in ("parent", "best") else f"run {cfg.distill_from}'s"
         console.print(f"distilling {whose} ranking: each user's top {cfg.distill_top} unseen items, weight {cfg.distill_weight}, "
                       f"decay {cfg.distill_decay}" if trainer.teacher is not None else
                       f"distill_top {cfg.distill_top} unused: a cold run has no float parent whose ranking it could learn "
@@ -257,11 +257,14 @@ def pin_warm_start(workdir: WorkDir, cfg: TrainConfig) -> TrainConfig:
     quantized parent: it already went through the switch; at most one float epoch after a float
     parent, which is a trained float model already: the epoch only places the quantizer's switch, and
     the ITQ rotation with it; ``distill_top`` kept after a float parent, whose ranking is the
-    teacher, :mod:`hqgnn.distill`, or when ``distill_from`` names the teacher). Unchanged for cold
-    runs and when there is no parent yet, so one recipe can hold a cold schedule (e.g. 30 float
-    epochs from scratch) and a warm one (without a warm start the trainer has no teacher unless
+    teacher, :mod:`hqgnn.distill`, or when ``distill_from`` names the teacher). ``distill_from:
+    best`` is pinned too (:func:`best_float_teacher`). Otherwise unchanged for cold runs and when
+    there is no parent yet, so one recipe can hold a cold schedule (e.g. 30 float epochs from
+    scratch) and a warm one (without a warm start the trainer has no teacher unless
     ``distill_from`` names one)."""
     parent = resolve_parent(workdir, cfg.init_from, cfg.bits) if cfg.warm else None
+    if cfg.distill_from == "best":
+        cfg = cfg.model_copy(update={"distill_from": best_float_teacher(workdir, cfg.snapshot, parent)})
     if parent is None:
         return cfg
     parent_bits = int(json.loads((parent / "config.json").read_text())["config"]["bits"])
@@ -270,6 +273,31 @@ def pin_warm_start(workdir: WorkDir, cfg: TrainConfig) -> TrainConfig:
     return cfg.model_copy(update={"init_from": parent.name, "epochs": epochs, "lr": cfg.warm_lr or cfg.lr,
                                   "float_warmup_epochs": min(warmup, max(epochs - 1, 0)),
                                   "distill_top": cfg.distill_top if is_float(parent_bits) or cfg.distill_from != "parent" else 0})
+
+
+def best_float_teacher(workdir: WorkDir, snapshot: str | None, parent: Path | None) -> str:
+    """``distill_from: best`` pinned: the finished float32 run on this split (``snapshot``, the same
+    split folder) with the highest validation Recall@20, or ``parent`` when that run is the warm
+    start's parent or there is none (the trainer then learns the parent's ranking, if it is float)."""
+    split_dir = workdir.split(snapshot).resolve()
+    best: tuple[float, str] | None = None
+    for summary_path in workdir.models.glob("*/summary.json") if workdir.models.is_dir() else ():
+        run_dir = summary_path.parent
+        if run_dir.is_symlink() or run_dir.name.startswith(".") or not (run_dir / "best.pt").is_file():
+            continue
+        try:
+            summary = json.loads(summary_path.read_text())
+            meta = json.loads((run_dir / "config.json").read_text())
+            same_split = (run_dir / meta["split_dir"]).resolve() == split_dir
+            score = float(summary["best_valid"]["recall@20"])
+            bits = int(summary["bits"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # unreadable: `hqgnn doctor` reports it; never a teacher
+        if same_split and is_float(bits) and (best is None or (score, run_dir.name) > best):
+            best = (score, run_dir.name)
+    if best is None or (parent is not None and best[1] == parent.name):
+        return "parent"
+    return best[1]
 
 
 def warm_table(workdir: WorkDir, cfg: TrainConfig, data: SplitData, run_dir: Path) -> tuple[Any, dict[str, Any]]:
@@ -311,8 +339,8 @@ def teacher_table(workdir: WorkDir, cfg: TrainConfig, data: SplitData, run_dir: 
     split's rows, and its record (``warm_start.teacher`` in config/summary). ``(None, None, {})``
     with ``distill_from: parent`` (the trainer takes the warm start's table), with ``distill_top``
     0, and on a resume (the teacher's positives are in ``last.pt``)."""
-    if cfg.distill_from == "parent" or cfg.distill_top == 0 or (cfg.resume and (run_dir / "last.pt").is_file()):
-        return None, None, {}
+    if cfg.distill_from in ("parent", "best") or cfg.distill_top == 0 or (cfg.resume and (run_dir / "last.pt").is_file()):
+        return None, None, {}  # "best" is pinned before this (pin_warm_start); unpinned it means the parent
     teacher = workdir.models / cfg.distill_from
     if not (teacher / "best.pt").is_file():
         raise InputError(f"distill_from={cfg.distill_from!r}: no such trained run ({teacher / 'best.pt'} is missing); "

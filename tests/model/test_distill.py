@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -178,6 +179,40 @@ def test_distill_from_a_missing_or_quantized_run_is_one_clear_error(parents: Wor
     data = load_split(parents.split(None))
     with pytest.raises(ValueError, match="teacher_embedding has 3 rows"):
         Trainer(TrainConfig(bits=1, distill_top=4, **FAST), data, parents.root / "unused", torch.device("cpu"), teacher_embedding=torch.zeros(3, 16))
+
+
+def test_distill_from_best_pins_the_float_run_of_this_split_that_validates_best(wide: WorkDir) -> None:
+    recipe = dict(bits=1, epochs=1, float_users=True, distill_top=8, **FAST)
+    valid = {r: json.loads((wide.models / r / "summary.json").read_text())["best_valid"]["recall@20"] for r in ("float", "wide")}
+    want = max(valid, key=lambda r: (valid[r], r))
+    pinned = pin_warm_start(wide, TrainConfig(init_from="float", distill_from="best", **recipe)).distill_from
+    assert pinned == ("parent" if want == "float" else want)  # the parent itself is "parent"
+    assert pin_warm_start(wide, TrainConfig(distill_from="best", **recipe)).distill_from == want  # a cold run: the best float run
+    assert pin_warm_start(wide, TrainConfig(init_from="one-bit", distill_from="best", **recipe)).distill_top == 8  # a float teacher exists
+
+    def forge(name: str, split_dir: str, best_pt: bool) -> None:  # a float run that validates better than any real one
+        run = wide.models / name
+        run.mkdir()
+        (run / "summary.json").write_text(json.dumps({"bits": 32, "best_valid": {"recall@20": 2.0}}))
+        (run / "config.json").write_text(json.dumps({"split_dir": split_dir}))
+        if best_pt:
+            (run / "best.pt").write_bytes(b"")
+
+    real_split = json.loads((wide.models / "wide" / "config.json").read_text())["split_dir"]
+    try:
+        forge("other-split", "../../splits/elsewhere", best_pt=True)
+        forge("no-weights", real_split, best_pt=False)
+        (wide.models / "torn").mkdir()
+        (wide.models / "torn" / "summary.json").write_text("{")
+        assert pin_warm_start(wide, TrainConfig(distill_from="best", **recipe)).distill_from == want
+        forge("forged-best", real_split, best_pt=True)
+        assert pin_warm_start(wide, TrainConfig(init_from="float", distill_from="best", **recipe)).distill_from == "forged-best"
+    finally:
+        for name in ("other-split", "no-weights", "torn", "forged-best"):
+            shutil.rmtree(wide.models / name, ignore_errors=True)
+    run = train(wide, TrainConfig(run="taught-by-best", init_from="float", distill_from="best", **recipe))
+    assert json.loads((run.path / "config.json").read_text())["config"]["distill_from"] == pinned
+    assert torch.equal(load_checkpoint(run.path / "last.pt")["teacher"].long(), _ranking_of(wide, want, 8))
 
 
 def test_cli_distill_from_reaches_the_run_and_a_missing_teacher_is_one_line(wide: WorkDir, tmp_path: Path) -> None:
