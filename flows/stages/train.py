@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -178,9 +178,7 @@ def train_in_process(workdir: WorkDir, cfg: TrainConfig, console: Console | None
     cfg, run_dir, split_dir = plan_run(workdir, cfg)
     data = load_split(split_dir)
     require_valid(data, split_dir)
-    initial, warm = warm_table(workdir, cfg, data, run_dir)
-    teacher, teacher_layers, taught = teacher_table(workdir, cfg, data, run_dir)
-    warm = {**warm, "teacher": taught} if taught else warm
+    initial, teacher, teacher_layers, warm = start_tables(workdir, cfg, data, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not cfg.resume:
         write_run_config(run_dir, cfg, data, split_dir, warm)
@@ -298,6 +296,25 @@ def best_float_teacher(workdir: WorkDir, snapshot: str | None, parent: Path | No
     if best is None or (parent is not None and best[1] == parent.name):
         return "parent"
     return best[1]
+
+
+class StartTables(NamedTuple):
+    """What a run starts from: the warm start's layer-0 table ``[U + I, dim]`` (``None``: cold, or a
+    resume), the teacher's ``[U + I, d_t]`` and depth (``None``: the warm start's table teaches), and
+    the record for ``warm_start`` in config/summary (the teacher's under ``warm_start.teacher``)."""
+
+    initial: Any
+    teacher: Any
+    teacher_layers: int | None
+    record: dict[str, Any]
+
+
+def start_tables(workdir: WorkDir, cfg: TrainConfig, data: SplitData, run_dir: Path) -> StartTables:
+    """The warm start and the teacher of a planned run (:func:`warm_table`, :func:`teacher_table`);
+    seeded, so every DDP rank computes the same tables."""
+    initial, record = warm_table(workdir, cfg, data, run_dir)
+    teacher, teacher_layers, taught = teacher_table(workdir, cfg, data, run_dir)
+    return StartTables(initial, teacher, teacher_layers, {**record, "teacher": taught} if taught else record)
 
 
 def warm_table(workdir: WorkDir, cfg: TrainConfig, data: SplitData, run_dir: Path) -> tuple[Any, dict[str, Any]]:

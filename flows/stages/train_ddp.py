@@ -38,8 +38,7 @@ from flows.stages.train import (
     print_warm_start,
     require_valid,
     restore,
-    teacher_table,
-    warm_table,
+    start_tables,
     write_run_config,
     write_summary,
 )
@@ -102,9 +101,7 @@ def run_worker(workdir: WorkDir, cfg: TrainConfig) -> TrainResult | None:
         cfg, run_dir, split_dir = box[0]
         data = load_split(split_dir)
         require_valid(data, split_dir)
-        initial, warm = warm_table(workdir, cfg, data, run_dir)  # the same table on every rank (seeded; rank 0's broadcast)
-        teacher, teacher_layers, taught = teacher_table(workdir, cfg, data, run_dir)  # likewise: seeded, the same on every rank
-        warm = {**warm, "teacher": taught} if taught else warm
+        initial, teacher, teacher_layers, warm = start_tables(workdir, cfg, data, run_dir)  # seeded: the same on every rank
         lead = ctx.rank == 0
         console = Console(stderr=True, quiet=not lead)
         if lead:
