@@ -133,7 +133,7 @@ def main() -> None:
                       ("loss", str), ("bpr-negatives", int), ("softmax-negatives", int), ("softmax-temperature", float),
                       ("init-from", str), ("warm-epochs", int), ("warm-lr", float), ("warm-carry-users", int), ("float-users", int),
                       ("distill-top", int), ("distill-weight", float), ("distill-decay", float),
-                      ("distill-from", str)]:
+                      ("distill-order-weight", float), ("distill-from", str)]:
         ap.add_argument(f"--{name}", type=typ, default=None)
     args = ap.parse_args()
     if args.threads:

@@ -8,6 +8,16 @@ batch user, one teacher positive drawn with weight ``exp(-r / decay)`` over its 
 
     loss = BPR(u, pos, neg) + weight * BPR(u, teacher item, neg) + l2 * reg   (no L2 on teacher rows)
 
+With ``distill_order_weight`` the step also teaches the order *within* the teacher's list: the drawn
+teacher item (rank ``r``) is ranked above a second teacher item of rank ``r'`` drawn uniformly from
+the list's second half, on the rows where ``r < r'`` (:func:`order_loss`)::
+
+    + order_weight * mean_rows [r < r'] · -log σ(<u, t_r> − <u, t_r'>)
+
+The first term only says "the teacher's items beat a random item"; at 1 bit most of the recall
+lost is in how the head of a user's list is ordered, which only the second term speaks to
+(BENCHMARKS.md, "The order within the teacher's list").
+
 Written here rather than taken from a library: it is a sampler of one extra positive per row on
 top of our BPR step; no maintained package ships it for a LightGCN trainer.
 """
@@ -15,6 +25,7 @@ top of our BPR step; no maintained package ships it for a LightGCN trainer.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from hqgnn.interactions import InteractionMatrix
@@ -55,6 +66,26 @@ class TeacherRanking:
         """int64 ``[n]``: teacher ranks drawn with weight ``exp(-r / decay)``."""
         return torch.multinomial(self.rank_weight, n, replacement=True, generator=generator)
 
+    def draw_lower_ranks(self, n: int, generator: torch.Generator) -> Tensor:
+        """int64 ``[n]``: ranks drawn uniformly from the second half of the list, ``[top // 2, top)``."""
+        top = self.positives.shape[1]
+        return torch.randint(top // 2, top, (n,), generator=generator, device=self.positives.device)
+
+    def draw(self, n: int, generator: torch.Generator, lower: bool) -> Tensor:
+        """int64 ``[n]`` ranks (:meth:`draw_ranks`), or ``[2, n]`` with ``lower``: those ranks and,
+        drawn after them from the same stream, the :meth:`draw_lower_ranks` they are ranked above."""
+        ranks = self.draw_ranks(n, generator)
+        return torch.stack([ranks, self.draw_lower_ranks(n, generator)]) if lower else ranks
+
     def items(self, users: Tensor, ranks: Tensor) -> Tensor:
-        """int64 ``[B]``: the teacher positive of rank ``ranks[j]`` of user ``users[j]`` (both ``[B]``)."""
+        """int64 ``[B]`` (or ``[2, B]``): the teacher positive of rank ``ranks[..., j]`` of user
+        ``users[j]`` (``users`` ``[B]``, ``ranks`` ``[B]`` or ``[2, B]``)."""
         return self.positives[users, ranks]
+
+
+def order_loss(user: Tensor, higher: Tensor, lower: Tensor, keep: Tensor) -> Tensor:
+    """``Σ_j keep_j · -log σ(<u_j, higher_j> − <u_j, lower_j>) / B``: the teacher's order between
+    two of its items, over the rows ``keep`` (bool ``[B]``) marks; rows ``[B, d]``. Divided by all
+    ``B`` rows (not the kept ones), so a batch split over processes sums to the same loss."""
+    diff = (user * higher).sum(dim=1) - (user * lower).sum(dim=1)
+    return (F.softplus(-diff) * keep.to(diff.dtype)).sum() / max(user.shape[0], 1)

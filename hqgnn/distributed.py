@@ -161,12 +161,10 @@ class DistributedTrainer(Trainer):
         loss = super().step(users, pos, neg)
         return loss if self.shards.weight > 0 else loss * 0.0  # a placeholder row adds no loss
 
-    def _teacher_items(self, users: Tensor) -> Tensor:
+    def _teacher_ranks(self, n: int) -> Tensor:
         """This rank's rows of the teacher ranks drawn for the whole global batch: every rank draws
         alike, so a distilling run on N processes takes the single process's teacher items."""
-        assert self.teacher is not None
-        ranks = self.teacher.draw_ranks(self.shards.rows, self.teacher_generator)[self.shards.slice]
-        return self.teacher.items(users, ranks)
+        return super()._teacher_ranks(self.shards.rows)[..., self.shards.slice]
 
     def evaluate(self, split: str = "valid") -> dict[str, float]:
         """Rank 0 evaluates, every rank gets its metrics (one early-stopping decision for all)."""

@@ -58,6 +58,7 @@ class TrainRecipe(BaseModel):
     distill_top: int = Field(0, ge=0)  # > 0 adds a BPR term for each user's top this many items under a float teacher's ranking (hqgnn.distill): a warm run's float parent, or the trainer's teacher_embedding; 0: off
     distill_weight: float = Field(1.0, ge=0)  # that term's weight against the main BPR term
     distill_decay: float = Field(10.0, gt=0)  # a teacher item of rank r is drawn with weight exp(-r / distill_decay)
+    distill_order_weight: float = Field(0.0, ge=0)  # > 0: also rank that teacher item above one drawn from the second half of the teacher's list (the order within it; hqgnn.distill); 0: off
     refine_user_codes: int = Field(0, ge=0)  # 1-bit runs: after training, up to this many rounds of greedy user-code bit flips (hqgnn.code_refinement), the count kept chosen on validation (other widths: ignored, so one config serves a sweep)
     refine_temperature: float = Field(2.0, gt=0)  # the refinement objective's softmax temperature on the codes' scores
     refine_top_items: int = Field(1024, ge=1)  # the refinement's log-sum-exp runs over each user's top items
@@ -85,6 +86,8 @@ class TrainRecipe(BaseModel):
             raise ValueError("bpr_negatives > 1 averages BPR over uniform negatives: it excludes negative_candidates > 1 and loss 'softmax'")
         if self.distill_top > 0 and self.loss != "bpr":
             raise ValueError("distill_top > 0 adds a BPR term for the teacher's items: it needs loss 'bpr'")
+        if self.distill_order_weight > 0 and self.distill_top < 2:
+            raise ValueError(f"distill_order_weight > 0 ranks the teacher's items among themselves: it needs distill_top >= 2, got {self.distill_top}")
         if self.hard_negatives_from_epoch > 0 and self.negative_candidates == 1:
             raise ValueError(
                 f"hard_negatives_from_epoch={self.hard_negatives_from_epoch} needs negative_candidates > 1 "

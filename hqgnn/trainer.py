@@ -28,7 +28,7 @@ from hqgnn.checkpoint import load_checkpoint, save_checkpoint
 from hqgnn.code_refinement import refine_user_codes
 from hqgnn.dataset import SplitData
 from hqgnn.delta import DeltaState, estimate_delta
-from hqgnn.distill import TeacherRanking, teacher_positives
+from hqgnn.distill import TeacherRanking, order_loss, teacher_positives
 from hqgnn.encoder import LightGCNEncoder
 from hqgnn.estimators import straight_through
 from hqgnn.graph import normalized_adjacency
@@ -164,8 +164,9 @@ class Trainer:
             k, neg = neg.shape[1], neg.flatten()
         elif neg.dim() == 2:  # [B, k] candidates: keep the hardest under the scores this step trains
             neg = self._hardest(out, users, neg)
-        taught = self._teacher_items(users) if self.teacher is not None else users[:0]  # [B] or [0]
-        rows = torch.cat([users, pos + offset, neg + offset, taught + offset])  # one gather: one sparse gradient
+        ranks = self._teacher_ranks(b) if self.teacher is not None else None  # [B], [2, B] (order term) or None
+        taught = self.teacher.items(users, ranks) if self.teacher is not None and ranks is not None else users[:0]
+        rows = torch.cat([users, pos + offset, neg + offset, taught.flatten() + offset])  # one gather: one sparse gradient
         with torch.autocast(self.device.type, enabled=self.cfg.amp and self.device.type == "cuda"):
             u, items = out[rows].split([b, (1 + k) * b + taught.numel()])
             if self.quantizing:
@@ -186,18 +187,22 @@ class Trainer:
                 rank = sampled_softmax_loss(u, p, n[: self.cfg.softmax_negatives], self.cfg.softmax_temperature)
             else:
                 rank = bpr_loss(u, p, n)
-            if self.teacher is not None:  # the teacher's item above the first negative (the recipe allows BPR only)
-                rank = rank + self.cfg.distill_weight * bpr_loss(u, t, n if k == 1 else n[:, 0])
+            if ranks is not None:  # the teacher's item above the first negative (the recipe allows BPR only)
+                t = t.view(*ranks.shape, -1)  # [B, d], or [2, B, d]: the drawn items, then the lower ones
+                rank = rank + self.cfg.distill_weight * bpr_loss(u, t if ranks.dim() == 1 else t[0], n if k == 1 else n[:, 0])
+                if ranks.dim() == 2:  # ... and above a later item of the teacher's list
+                    rank = rank + self.cfg.distill_order_weight * order_loss(u, t[0], t[1], ranks[0] < ranks[1])
             loss = rank + self.cfg.l2 * reg
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         return loss.detach()
 
-    def _teacher_items(self, users: Tensor) -> Tensor:
-        """int64 ``[B]``: one teacher positive per batch user (:mod:`hqgnn.distill`)."""
+    def _teacher_ranks(self, n: int) -> Tensor:
+        """int64 ``[n]``: the teacher rank drawn for each batch row (:mod:`hqgnn.distill`), or ``[2, n]``
+        with the lower ranks of the order term (``distill_order_weight > 0``)."""
         assert self.teacher is not None
-        return self.teacher.items(users, self.teacher.draw_ranks(users.numel(), self.teacher_generator))
+        return self.teacher.draw(n, self.teacher_generator, lower=self.cfg.distill_order_weight > 0)
 
     @torch.no_grad()
     def _hardest(self, out: Tensor, users: Tensor, candidates: Tensor) -> Tensor:

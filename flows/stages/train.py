@@ -217,8 +217,9 @@ def print_warm_start(console: Console, cfg: TrainConfig, warm: dict[str, Any], t
                       f"{warm['items_dropped']} dropped", highlight=False)
     if cfg.distill_top > 0:
         whose = "the parent's" if cfg.distill_from in ("parent", "best") else f"run {cfg.distill_from}'s"
+        order = f", their order weight {cfg.distill_order_weight}" if cfg.distill_order_weight > 0 else ""
         console.print(f"distilling {whose} ranking: each user's top {cfg.distill_top} unseen items, weight {cfg.distill_weight}, "
-                      f"decay {cfg.distill_decay}" if trainer.teacher is not None else
+                      f"decay {cfg.distill_decay}{order}" if trainer.teacher is not None else
                       f"distill_top {cfg.distill_top} unused: a cold run has no float parent whose ranking it could learn "
                       "(name a float run with distill_from)", highlight=False)
 

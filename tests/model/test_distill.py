@@ -23,7 +23,7 @@ from flows.split_files import load_split
 from flows.stages.train import pin_warm_start, train
 from flows.workdir import WorkDir
 from hqgnn.checkpoint import load_checkpoint
-from hqgnn.distill import TeacherRanking, teacher_positives
+from hqgnn.distill import TeacherRanking, order_loss, teacher_positives
 from hqgnn.graph import normalized_adjacency
 from hqgnn.loss import bpr_loss, l2_penalty
 from hqgnn.propagation import lightgcn_propagate
@@ -63,11 +63,36 @@ def test_teacher_draws_favour_the_teachers_first_ranks() -> None:
         TeacherRanking(torch.zeros(3, 0, dtype=torch.int64), 1.0)
 
 
-@pytest.mark.parametrize("negatives", [1, 3])
-def test_the_distilled_step_adds_the_teachers_term(tmp_path: Path, negatives: int) -> None:
+def test_lower_ranks_come_uniformly_from_the_second_half_after_the_ranks() -> None:
+    teacher = TeacherRanking(torch.arange(40).view(2, 20), decay=2.0)
+    both = teacher.draw(50_000, torch.Generator().manual_seed(3), lower=True)
+    assert both.shape == (2, 50_000)
+    assert torch.equal(both[0], teacher.draw_ranks(50_000, torch.Generator().manual_seed(3)))  # the ranks' stream comes first
+    assert int(both[1].min()) == 10 and int(both[1].max()) == 19
+    share = torch.bincount(both[1] - 10, minlength=10).double() / both.shape[1]
+    torch.testing.assert_close(share, torch.full((10,), 0.1, dtype=torch.float64), atol=0.01, rtol=0)
+    assert torch.equal(teacher.draw(7, torch.Generator().manual_seed(3), lower=False), both[0, :7])
+    items = teacher.items(torch.tensor([0, 1, 1]), torch.tensor([[0, 1, 2], [19, 10, 15]]))
+    assert items.tolist() == [[0, 21, 22], [19, 30, 35]]
+
+
+def test_order_loss_ranks_the_higher_item_over_the_kept_rows_only() -> None:
+    user = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    higher = torch.tensor([[2.0, 0.0], [0.0, -1.0], [5.0, 5.0]])
+    lower = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    keep = torch.tensor([True, True, False])
+    want = (torch.nn.functional.softplus(torch.tensor(-1.0)) + torch.nn.functional.softplus(torch.tensor(2.0))) / 3
+    torch.testing.assert_close(order_loss(user, higher, lower, keep), want)
+    assert float(order_loss(user, higher, lower, torch.zeros(3, dtype=torch.bool))) == 0.0
+    with pytest.raises(ValueError, match="needs distill_top >= 2"):
+        TrainConfig(bits=1, distill_top=1, distill_order_weight=1.0)
+
+
+@pytest.mark.parametrize(("negatives", "order"), [(1, 0.0), (3, 0.0), (1, 0.7), (3, 0.7)])
+def test_the_distilled_step_adds_the_teachers_term(tmp_path: Path, negatives: int, order: float) -> None:
     data = load_split(tiny_split(tmp_path))
-    cfg = TrainConfig(bits=1, estimator="ste", epochs=2, float_users=True, bpr_negatives=negatives,
-                      distill_top=4, distill_weight=0.5, distill_decay=2.0, **{**FAST, "batch_size": 64})
+    cfg = TrainConfig(bits=1, estimator="ste", epochs=2, float_users=True, bpr_negatives=negatives, distill_top=4,
+                      distill_weight=0.5, distill_decay=2.0, distill_order_weight=order, **{**FAST, "batch_size": 64})
     init = torch.randn(N_USERS + N_ITEMS, 16, generator=torch.Generator().manual_seed(1))
     trainer = Trainer(cfg, data, tmp_path / "run", torch.device("cpu"), initial_embedding=init)
     assert trainer.teacher is not None
@@ -79,19 +104,47 @@ def test_the_distilled_step_adds_the_teachers_term(tmp_path: Path, negatives: in
     users, pos = torch.randint(0, N_USERS, (32,), generator=g), torch.randint(0, N_ITEMS, (32,), generator=g)
     neg = torch.randint(0, N_ITEMS, (32, negatives), generator=g) if negatives > 1 else torch.randint(0, N_ITEMS, (32,), generator=g)
     state, sampler_state = trainer.teacher_generator.get_state(), trainer.generator.get_state()
-    taught = trainer.teacher.items(users, trainer.teacher.draw_ranks(32, trainer.teacher_generator))
+    ranks = trainer.teacher.draw(32, trainer.teacher_generator, lower=order > 0)
+    taught = trainer.teacher.items(users, ranks)
     trainer.teacher_generator.set_state(state)  # the step draws the same teacher items
     with torch.no_grad():
         out = trainer.model.propagate(trainer.adj)
         u = out[users]  # float users: not quantized
-        p, n, t = (fake_quantize(out[N_USERS + x], 1) for x in (pos, neg.flatten(), taught))
+        p, n, t = (fake_quantize(out[N_USERS + x], 1) for x in (pos, neg.flatten(), taught.flatten()))
         n_all = n.view(32, negatives, -1) if negatives > 1 else n
         first = n_all[:, 0] if negatives > 1 else n_all
-        rows = torch.cat([users, pos + N_USERS, neg.flatten() + N_USERS, taught + N_USERS])
-        weight = torch.cat([torch.full((64,), 1 / 32), torch.full((32 * negatives,), 1 / 32 / negatives), torch.zeros(32)])
-        want = bpr_loss(u, p, n_all) + 0.5 * bpr_loss(u, t, first) + cfg.l2 * l2_penalty(trainer.model.embedding, rows, weight)
+        rows = torch.cat([users, pos + N_USERS, neg.flatten() + N_USERS, taught.flatten() + N_USERS])
+        weight = torch.cat([torch.full((64,), 1 / 32), torch.full((32 * negatives,), 1 / 32 / negatives), torch.zeros(taught.numel())])
+        want = bpr_loss(u, p, n_all) + 0.5 * bpr_loss(u, t[:32], first) + cfg.l2 * l2_penalty(trainer.model.embedding, rows, weight)
+        if order > 0:
+            assert bool((ranks[0] < ranks[1]).any()) and not bool((ranks[0] < ranks[1]).all())  # both kinds of rows are in the batch
+            want = want + order * order_loss(u, t[:32], t[32:], ranks[0] < ranks[1])
     assert float(trainer.step(users, pos, neg)) == pytest.approx(float(want), rel=1e-5)
     assert torch.equal(trainer.generator.get_state(), sampler_state)  # the sampler's stream is left alone
+
+
+def _teacher_order_kept(trainer: Trainer) -> float:
+    """Share of (first half, second half) pairs of every user's teacher list that the trained codes
+    score in the teacher's order."""
+    assert trainer.teacher is not None
+    users, items = trainer._as_shipped(*trainer.embeddings())
+    scores = torch.gather(users @ items.T, 1, trainer.teacher.positives)  # [U, top], teacher order
+    half = scores.shape[1] // 2
+    return float((scores[:, :half, None] > scores[:, None, half:]).double().mean())
+
+
+def test_the_order_term_teaches_the_order_within_the_teachers_list(tmp_path: Path) -> None:
+    data = load_split(tiny_split(tmp_path))
+    g = torch.Generator().manual_seed(5)
+    init, teacher = torch.randn(N_USERS + N_ITEMS, 16, generator=g) * 0.1, torch.randn(N_USERS + N_ITEMS, 16, generator=g)
+    kept = {}
+    for order in (0.0, 2.0):
+        cfg = TrainConfig(bits=1, estimator="ste", epochs=6, float_users=True, distill_top=10, distill_order_weight=order,
+                          **{**FAST, "batch_size": 64})
+        trainer = Trainer(cfg, data, tmp_path / f"order-{order}", torch.device("cpu"), initial_embedding=init, teacher_embedding=teacher)
+        trainer.fit()
+        kept[order] = _teacher_order_kept(trainer)
+    assert kept[2.0] > kept[0.0] + 0.05, kept
 
 
 def test_no_teacher_without_a_warm_start_or_with_distill_top_0(tmp_path: Path) -> None:
@@ -233,17 +286,18 @@ def test_cli_distill_from_reaches_the_run_and_a_missing_teacher_is_one_line(wide
 
 
 @pytest.mark.slow
-def test_nproc_2_distilling_run_matches_one_process(parents: WorkDir, tmp_path: Path) -> None:
-    cfg = dict(bits=1, epochs=2, float_users=True, distill_top=8, init_from="float", **FAST)
-    single = train(parents, TrainConfig(run="distill-one", **cfg))
+@pytest.mark.parametrize("order", [0.0, 1.0])
+def test_nproc_2_distilling_run_matches_one_process(parents: WorkDir, tmp_path: Path, order: float) -> None:
+    cfg = dict(bits=1, epochs=2, float_users=True, distill_top=8, distill_order_weight=order, init_from="float", **FAST)
+    single = train(parents, TrainConfig(run=f"distill-one-{order}", **cfg))
     cfg_file = tmp_path / "cfg.yaml"
     cfg_file.write_text(yaml.safe_dump({"train": cfg}))
     hqgnn = Path(sys.executable).parent / "hqgnn"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    done = subprocess.run([str(hqgnn), "train", "--nproc", "2", "--run", "distill-two", "--workdir", str(parents.root),
+    done = subprocess.run([str(hqgnn), "train", "--nproc", "2", "--run", f"distill-two-{order}", "--workdir", str(parents.root),
                            "--config", str(cfg_file)], capture_output=True, text=True, timeout=240, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "distilling the parent's ranking: each user's top 8" in done.stderr
-    a, b = load_checkpoint(single.path / "last.pt"), load_checkpoint(parents.models / "distill-two" / "last.pt")
+    a, b = load_checkpoint(single.path / "last.pt"), load_checkpoint(parents.models / f"distill-two-{order}" / "last.pt")
     assert torch.equal(a["teacher"], b["teacher"])
     torch.testing.assert_close(a["model"]["embedding"], b["model"]["embedding"], atol=1e-4, rtol=0)  # the same teacher draws
