@@ -14,9 +14,9 @@ the list's second half, on the rows where ``r < r'`` (:func:`order_loss`)::
 
     + order_weight * mean_rows [r < r'] · -log σ(<u, t_r> − <u, t_r'>)
 
-The first term only says "the teacher's items beat a random item"; at 1 bit most of the recall
-lost is in how the head of a user's list is ordered, which only the second term speaks to
-(BENCHMARKS.md, "The order within the teacher's list").
+The first term only says "the teacher's items beat a random item"; which of them reach a user's
+top 20 is decided by their order, and only the second term speaks to it (BENCHMARKS.md, "The order
+within the teacher's list": +0.0101 test Recall@20 for the 1-bit float-users code on Gowalla).
 
 Written here rather than taken from a library: it is a sampler of one extra positive per row on
 top of our BPR step; no maintained package ships it for a LightGCN trainer.
